@@ -1,0 +1,501 @@
+"""The sans-I/O banana codec behind ``spread.banana``: limits, vocabulary, ``Encoder``, ``Decoder``.
+
+Nothing here touches a socket, a reactor or a clock; the Twisted protocol in
+``spread.banana`` feeds bytes in and writes bytes out. See ``docs/wire.md``
+for the format and ``spread.banana``'s docstring for the error contract.
+"""
+
+from __future__ import annotations
+
+import re
+import reprlib
+import struct
+from collections.abc import Mapping
+from typing import Any, Final
+
+# -- limits ------------------------------------------------------------------------------
+
+SIZE_LIMIT: Final = 640 * 1024
+"""Longest byte string, and most elements in one list, accepted or sent: 655,360.
+
+This is Twisted's ``twisted.spread.banana.SIZE_LIMIT``: a Twisted peer refuses
+anything larger, so sending more would only get the connection dropped. It bounds
+what one header can make us expect, not the size of a whole message. For comparison,
+other single-frame limits: h11 buffers at most 16 KiB of request head, Twisted's own
+``NetstringReceiver`` takes 99,999 bytes and ``LineReceiver`` 16 KiB lines, and
+``websockets`` accepts 1 MiB messages by default.
+"""
+
+PREFIX_LIMIT: Final = 64
+"""Most base-128 digits a header may have (Twisted's ``setPrefixLimit(64)`` default).
+
+Sixty-four digits hold 448 bits, so this also bounds the integers that travel;
+it keeps a peer from making us scan an endless header.
+"""
+
+MAX_DEPTH: Final = 1000
+"""Deepest list nesting decoded or encoded; deeper raises ``BananaError``.
+
+Twisted's encoder recurses once per level, so it stops near Python's default
+recursion limit (about 990 levels): 1000 accepts anything a Twisted peer can send,
+while a peer's 100,000-level bomb is refused on its 1001st header. Our encoder
+recurses too; a value too deep for the caller's remaining stack raises
+``BananaError`` before reaching this limit.
+"""
+
+INT_MAX: Final = 2**31 - 1
+"""Above this, non-negative ints travel as "large int" (0x85) rather than int (0x81)."""
+
+NEG_MAX: Final = 2**31
+"""Magnitudes up to this (so -2**31 included) travel as negative int (0x83); above, 0x86."""
+
+# -- element type bytes (each has its high bit set; header digits never do) -------------
+
+LIST: Final = 0x80
+INT: Final = 0x81
+STRING: Final = 0x82
+NEG: Final = 0x83
+FLOAT: Final = 0x84
+LONGINT: Final = 0x85
+LONGNEG: Final = 0x86
+VOCAB: Final = 0x87
+
+_PB_WORDS = (
+    # jelly's tags
+    b"None", b"class", b"dereference", b"reference", b"dictionary", b"function",
+    b"instance", b"list", b"module", b"persistent", b"tuple", b"unpersistable",
+    # PB's reference forms
+    b"copy", b"cache", b"cached", b"remote", b"local", b"lcache",
+    # PB's messages
+    b"version", b"login", b"password", b"challenge", b"logged_in", b"not_logged_in",
+    b"cachemessage", b"message", b"answer", b"error", b"decref", b"decache", b"uncache",
+)  # fmt: skip
+
+PB_VOCABULARY: Final[Mapping[bytes, int]] = {word: n for n, word in enumerate(_PB_WORDS, 1)}
+"""The "pb" dialect's symbols: these strings travel as a number (type 0x87) instead."""
+
+PB_VOCABULARY_BY_NUMBER: Final[Mapping[int, bytes]] = {n: w for w, n in PB_VOCABULARY.items()}
+"""``PB_VOCABULARY`` inverted, for decoding."""
+
+
+class BananaError(Exception):
+    """Bytes that are not valid banana, beyond a limit, or a value banana cannot carry."""
+
+
+# -- encoding ----------------------------------------------------------------------------
+
+_FLOAT_PACK = struct.Struct(">d").pack
+_FLOAT_TAG = bytes((FLOAT,))
+_INT_TOKENS = [bytes((value, INT)) for value in range(128)]
+_STRING_HEADERS = [bytes((length, STRING)) for length in range(128)]
+_LIST_HEADERS = [bytes((length, LIST)) for length in range(128)]
+
+
+def _token(magnitude: int, type_byte: int) -> bytes:
+    """A header holding ``magnitude`` (base 128, least significant digit first) and its type."""
+    if magnitude < 128:
+        return bytes((magnitude, type_byte))
+    if magnitude < 16384:
+        return bytes((magnitude & 0x7F, magnitude >> 7, type_byte))
+    digits = bytearray()
+    while magnitude:
+        digits.append(magnitude & 0x7F)
+        magnitude >>= 7
+    digits.append(type_byte)
+    return bytes(digits)
+
+
+def _describe(value: object) -> str:
+    """A short repr for an error message, even for objects whose repr is huge or broken."""
+    try:
+        return reprlib.repr(value)
+    except Exception:
+        return f"<{type(value).__qualname__} object with a failing repr>"
+
+
+class Encoder:
+    """Turns an s-expression (lists/tuples of int, float, bytes) into banana bytes.
+
+    ``vocabulary`` maps strings to symbol numbers (``PB_VOCABULARY`` in the "pb"
+    dialect); those strings are sent as symbols. The limits mirror the decoder's so
+    we never send what a peer with default limits would refuse.
+    """
+
+    __slots__ = ("_symbols", "_vocabulary", "max_depth", "prefix_limit", "size_limit")
+
+    def __init__(
+        self,
+        vocabulary: Mapping[bytes, int] | None = None,
+        *,
+        size_limit: int = SIZE_LIMIT,
+        prefix_limit: int = PREFIX_LIMIT,
+        max_depth: int = MAX_DEPTH,
+    ) -> None:
+        self.size_limit = size_limit
+        self.prefix_limit = prefix_limit
+        self.max_depth = max_depth
+        self.vocabulary = vocabulary
+
+    @property
+    def vocabulary(self) -> Mapping[bytes, int] | None:
+        """The symbol table in use; settable (a connection switches it once a dialect is chosen)."""
+        return self._vocabulary
+
+    @vocabulary.setter
+    def vocabulary(self, vocabulary: Mapping[bytes, int] | None) -> None:
+        self._vocabulary = vocabulary
+        # Each symbol's whole token, ready to append: one dict lookup per string sent.
+        self._symbols = {w: _token(n, VOCAB) for w, n in (vocabulary or {}).items()}
+
+    def encode(self, obj: object) -> bytes:
+        """The banana bytes for ``obj``; raises ``BananaError`` (and sends nothing) if it cannot.
+
+        This is the hot path of every call sent. The two helpers are closures so the
+        settings are fast cell variables, and the common leaves (short strings,
+        symbols, small ints, floats) are handled inside the list loop itself.
+        """
+        parts: list[bytes] = []
+        append = parts.append
+        symbols = self._symbols
+        size_limit = self.size_limit
+        max_depth = self.max_depth
+        int_token = self._int_token
+        # Lengths up to this take the one-byte-header fast path (the size limit may be lower).
+        small = min(127, size_limit)
+
+        def put_list(items: list[Any] | tuple[Any, ...], depth: int) -> None:
+            count = len(items)
+            if count <= small:
+                append(_LIST_HEADERS[count])
+            elif count <= size_limit:
+                append(_token(count, LIST))
+            else:
+                raise BananaError(
+                    f"a list of {count} elements is longer than the size limit ({size_limit});"
+                    " split it into several messages"
+                )
+            if depth > max_depth:
+                raise BananaError(
+                    f"value nested more than {max_depth} lists deep (or it contains itself);"
+                    " flatten it"
+                )
+            for item in items:
+                kind = type(item)
+                if kind is bytes:
+                    symbol = symbols.get(item)
+                    if symbol is not None:
+                        append(symbol)
+                    elif len(item) <= small:
+                        append(_STRING_HEADERS[len(item)])
+                        append(item)
+                    else:
+                        put_other(item, depth)
+                elif kind is list or kind is tuple:
+                    put_list(item, depth + 1)
+                elif kind is int and 0 <= item < 16384:
+                    if item < 128:
+                        append(_INT_TOKENS[item])
+                    else:
+                        append(bytes((item & 0x7F, item >> 7, INT)))
+                elif kind is float:
+                    append(_FLOAT_TAG)
+                    append(_FLOAT_PACK(item))
+                else:
+                    put_other(item, depth)
+
+        def put_other(value: object, depth: int) -> None:
+            """Any one value inside a list at ``depth``: the general, slower path."""
+            kind = type(value)
+            if kind is list or kind is tuple:
+                put_list(value, depth + 1)  # type: ignore[arg-type]
+            elif kind is bytes:
+                put_bytes(value)  # type: ignore[arg-type]
+            elif kind is int or kind is bool:
+                append(int_token(value))  # type: ignore[arg-type]
+            elif kind is float:
+                append(_FLOAT_TAG)
+                append(_FLOAT_PACK(value))
+            # Subclasses, tested in Twisted's order: sequences, ints, floats, bytes.
+            elif isinstance(value, (list, tuple)):
+                # list() honours an overridden __iter__, so the count matches the elements.
+                put_list(list(value), depth + 1)
+            elif isinstance(value, int):
+                append(int_token(int.__int__(value)))
+            elif isinstance(value, float):
+                append(_FLOAT_TAG)
+                append(_FLOAT_PACK(value))
+            elif isinstance(value, bytes):
+                put_bytes(bytes(memoryview(value)))
+            else:
+                raise BananaError(
+                    f"banana cannot encode {kind.__module__}.{kind.__qualname__} objects"
+                    f" ({_describe(value)}): it carries only lists, tuples, ints, floats and"
+                    " bytes; serialize other values with spread.jelly first"
+                )
+
+        def put_bytes(value: bytes) -> None:
+            symbol = symbols.get(value)
+            if symbol is not None:
+                append(symbol)
+                return
+            if len(value) > size_limit:
+                raise BananaError(
+                    f"a byte string of {len(value)} bytes is longer than the size limit"
+                    f" ({size_limit}); send it in pieces"
+                )
+            append(_token(len(value), STRING))
+            append(value)
+
+        try:
+            put_other(obj, 0)
+        except RecursionError:
+            # Reachable only when the caller's own stack is already deep.
+            raise BananaError(
+                "value nested too deeply to encode from this call stack; flatten it"
+            ) from None
+        return b"".join(parts)
+
+    def _int_token(self, value: int) -> bytes:
+        """Pick the int element type exactly where Twisted does (see ``INT_MAX``/``NEG_MAX``)."""
+        if value >= 0:
+            if value < 128:
+                return _INT_TOKENS[value]
+            magnitude, type_byte = value, (INT if value <= INT_MAX else LONGINT)
+        else:
+            magnitude = -value
+            type_byte = NEG if magnitude <= NEG_MAX else LONGNEG
+        if magnitude.bit_length() > 7 * self.prefix_limit:
+            raise BananaError(
+                f"int of {magnitude.bit_length()} bits does not fit in {self.prefix_limit}"
+                " header digits; send it as bytes (for example str(n).encode())"
+            )
+        return _token(magnitude, type_byte)
+
+
+# -- decoding ----------------------------------------------------------------------------
+
+_FLOAT_UNPACK = struct.Struct(">d").unpack_from
+_HEADER_DIGITS = re.compile(rb"[\x00-\x7f]*")
+_PADDING = b"\0\0"  # appended to each buffer decoded; header digits, so never mistaken for data
+
+
+class Decoder:
+    """Incremental banana decoder: ``feed(bytes)`` returns the top-level expressions completed.
+
+    Any chunking of the same bytes gives the same expressions. Time is linear in
+    the input: undecoded bytes are kept only from the start of the one element
+    still incomplete, partially built lists are kept on a stack, and an element
+    that cannot be complete yet is not looked at again until enough bytes arrive.
+    Limits are checked as soon as a header is complete, before anything is allocated.
+    After a ``BananaError`` the decoder refuses all further input.
+    """
+
+    __slots__ = (
+        "_failure", "_needed", "_open", "_tail",
+        "max_depth", "prefix_limit", "size_limit", "vocabulary",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        vocabulary: Mapping[int, bytes] | None = None,
+        *,
+        size_limit: int = SIZE_LIMIT,
+        prefix_limit: int = PREFIX_LIMIT,
+        max_depth: int = MAX_DEPTH,
+    ) -> None:
+        self.vocabulary = vocabulary
+        self.size_limit = size_limit
+        self.prefix_limit = prefix_limit
+        self.max_depth = max_depth
+        # Open lists, outermost first, as (list, elements still to come). Slot 0 is the
+        # top level: each feed() puts its own result list there.
+        self._open: list[tuple[list[object], int]] = [([], -1)]
+        self._tail = bytearray()  # undecoded bytes: the start of an incomplete element
+        self._needed = 0  # len(_tail) below which decoding cannot make progress
+        self._failure: BananaError | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether bytes have arrived that no returned expression accounts for yet."""
+        return bool(self._tail) or len(self._open) > 1
+
+    def feed(
+        self, data: bytes | bytearray | memoryview = b"", max_expressions: int | None = None
+    ) -> list[object]:
+        """Decode ``data`` after what came before; return the expressions it completed.
+
+        With ``max_expressions``, stop after that many; the rest stays buffered for
+        the next call (``feed()`` with no data continues). A connection uses this to
+        switch vocabulary right after the dialect is chosen.
+        """
+        if max_expressions is not None and max_expressions < 1:
+            raise ValueError(f"max_expressions must be at least 1, not {max_expressions}")
+        if self._failure is not None:
+            raise BananaError(f"this decoder already refused its input ({self._failure})")
+        tail = self._tail
+        if tail:
+            tail += data
+            if len(tail) < self._needed:
+                return []
+            # One copy per feed that can make progress; the padding lets the hot
+            # loop peek two bytes ahead without a bounds check.
+            tail += _PADDING
+            buffer = bytes(tail)
+        elif not data:
+            return []
+        else:
+            buffer = bytes(data) + _PADDING
+        try:
+            return self._decode(buffer, -1 if max_expressions is None else max_expressions)
+        except BananaError as e:
+            self._failure = e
+            raise
+
+    def _decode(self, buf: bytes, wanted: int) -> list[object]:
+        """The hot loop; ``buf`` ends with ``_PADDING``. Stops after ``wanted`` expressions.
+
+        Most elements have a one-byte header (the first branch) and are handled
+        without a function call; two-digit headers are the second most common.
+        """
+        end = len(buf) - len(_PADDING)
+        pos = 0
+        needed = 0
+        vocabulary = self.vocabulary or {}
+        max_depth = self.max_depth
+        size_limit = self.size_limit
+        # A one-digit header skips the general path, unless it could break the size limit.
+        small = min(127, size_limit)
+        out: list[object] = []
+        stack = self._open
+        stack[0] = (out, wanted)
+        items, remaining = stack.pop()  # the innermost open list and how many it still needs
+        while pos < end:
+            count = buf[pos]
+            kind = buf[pos + 1]
+            if count <= small and kind >= 0x80:
+                start = pos + 2
+            elif count == FLOAT:  # a float has no header
+                kind, count, start = FLOAT, 0, pos + 1
+            elif kind < 0x80 and count < 0x80 and buf[pos + 2] >= 0x80:
+                # Two digits: ints from 128, strings and lists from 128 elements.
+                count |= kind << 7
+                kind = buf[pos + 2]
+                start = pos + 3
+                if count > size_limit and kind in (STRING, LIST):
+                    raise BananaError(self._too_long(kind, count))
+            else:
+                kind, count, start = self._long_header(buf, pos, end)
+                if kind < 0:
+                    needed = end + 1
+                    break
+            if kind == STRING:
+                stop = start + count
+                if stop > end:
+                    needed = stop
+                    break
+                items.append(buf[start:stop])
+                pos = stop
+            elif kind == LIST:
+                if len(stack) >= max_depth:
+                    raise BananaError(
+                        f"lists nested more than {max_depth} deep; refused (the limit is"
+                        " Decoder(max_depth=...) or Banana.maxDepth)"
+                    )
+                pos = start
+                if count:
+                    stack.append((items, remaining))
+                    items = []
+                    remaining = count
+                    continue
+                items.append([])
+            elif kind == VOCAB:
+                word = vocabulary.get(count)
+                if word is None:
+                    raise BananaError(self._unknown_symbol(count))
+                items.append(word)
+                pos = start
+            elif kind in (INT, LONGINT):
+                items.append(count)
+                pos = start
+            elif kind == FLOAT:
+                stop = start + 8
+                if stop > end:
+                    needed = stop
+                    break
+                items.append(_FLOAT_UNPACK(buf, start)[0])
+                pos = stop
+            elif kind in (NEG, LONGNEG):
+                items.append(-count)
+                pos = start
+            else:
+                raise BananaError(f"unknown element type byte 0x{kind:02x}; this is not banana")
+            remaining -= 1
+            if not remaining:
+                # The innermost list is complete: close it and every parent it completes.
+                while not remaining and stack:
+                    done = items
+                    items, remaining = stack.pop()
+                    items.append(done)
+                    remaining -= 1
+                if not remaining:  # the top level itself: ``wanted`` expressions decoded
+                    break
+        stack.append((items, remaining))
+        self._tail = bytearray(buf[pos:end])
+        self._needed = needed - pos
+        return out
+
+    def _long_header(self, buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
+        """Parse a header of 0 or 2+ digits at ``pos``: (type byte, value, next position).
+
+        Returns a negative type byte if the header is not complete yet. Enforces the
+        prefix limit, and the size limit for lists and strings.
+        """
+        limit = self.prefix_limit
+        digits = _HEADER_DIGITS.match(buf, pos, min(end, pos + limit + 1))
+        digits_end = digits.end() if digits else pos
+        if digits_end - pos > limit:
+            raise BananaError(
+                f"element header longer than {limit} digits; refused (the limit is"
+                " Decoder(prefix_limit=...) or Banana.prefixLimit)"
+            )
+        if digits_end == end:
+            return -1, 0, end
+        value = 0
+        for digit in reversed(buf[pos:digits_end]):
+            value = (value << 7) | digit
+        type_byte = buf[digits_end]
+        if type_byte in (STRING, LIST) and value > self.size_limit:
+            raise BananaError(self._too_long(type_byte, value))
+        return type_byte, value, digits_end + 1
+
+    def _too_long(self, type_byte: int, length: int) -> str:
+        what = f"list of {length} elements" if type_byte == LIST else f"string of {length} bytes"
+        return (
+            f"peer announced a {what}, more than the size limit ({self.size_limit});"
+            " refused before reading it (the limit is Decoder(size_limit=...) or Banana.sizeLimit)"
+        )
+
+    def _unknown_symbol(self, number: int) -> str:
+        if not self.vocabulary:
+            return (
+                f"vocabulary symbol {number} received, but no dialect with a vocabulary"
+                " (such as 'pb') is in use"
+            )
+        return f"unknown vocabulary symbol {number}; the peer speaks a different dialect"
+
+
+def encode(obj: object) -> bytes:
+    """Banana bytes for ``obj`` with no vocabulary (as ``twisted.spread.banana.encode``)."""
+    return Encoder().encode(obj)
+
+
+def decode(data: bytes) -> object:
+    """The one expression ``data`` holds, without vocabulary; anything else is a BananaError."""
+    decoder = Decoder()
+    expressions = decoder.feed(data)
+    if len(expressions) != 1 or decoder.pending:
+        found = "an incomplete expression" if not expressions else f"{len(expressions)} expressions"
+        if expressions and decoder.pending:
+            found += " and the start of another"
+        raise BananaError(f"expected exactly one complete banana expression, found {found}")
+    return expressions[0]

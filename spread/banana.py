@@ -1,0 +1,227 @@
+"""Banana, PB's wire encoding: a drop-in for ``twisted.spread.banana``, byte for byte.
+
+Banana carries s-expressions: nested lists of ints, floats and byte strings
+(``docs/wire.md`` describes every byte). This module is the public face:
+
+- ``encode(obj)`` / ``decode(data)``: one expression, no vocabulary, as in Twisted.
+- ``Encoder`` / ``Decoder``: the sans-I/O codec. ``Decoder.feed(data)`` accepts any
+  chunking and returns the expressions completed so far, in time linear in the input.
+- ``Banana``: a thin Twisted ``Protocol`` over them that negotiates the dialect
+  (``b"pb"`` turns on ``PB_VOCABULARY``) and hands each expression to
+  ``expressionReceived``; the PB broker subclasses it.
+- The limits, each configurable per ``Decoder``/``Encoder`` and per ``Banana``:
+  ``SIZE_LIMIT`` (string length and list count), ``PREFIX_LIMIT`` (header digits)
+  and ``MAX_DEPTH`` (list nesting).
+
+Error contract: bytes from a peer that are malformed, or exceed a limit, raise
+``BananaError`` from ``Decoder.feed``/``decode``, and a ``Banana`` connection logs
+them and drops itself (only itself). A value that cannot be encoded raises
+``BananaError`` from ``encode`` and nothing is sent. Any other exception escaping
+this module is a bug in spread: please report it.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from twisted.internet import protocol
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+
+from spread import _banana_codec as _codec
+from spread._banana_codec import (
+    MAX_DEPTH,
+    PB_VOCABULARY,
+    PB_VOCABULARY_BY_NUMBER,
+    PREFIX_LIMIT,
+    SIZE_LIMIT,
+    BananaError,
+    Decoder,
+    Encoder,
+    decode,
+    encode,
+)
+
+__all__ = [
+    "FLOAT", "HIGH_BIT_SET", "INT", "LIST", "LONGINT", "LONGNEG", "MAX_DEPTH", "NEG",
+    "PB_VOCABULARY", "PB_VOCABULARY_BY_NUMBER", "PREFIX_LIMIT", "SIZE_LIMIT", "STRING", "VOCAB",
+    "Banana", "BananaError", "Decoder", "Encoder", "b1282int", "connectionDone", "decode",
+    "encode", "int2b128", "setPrefixLimit",
+]  # fmt: skip
+
+# Twisted's names for the type bytes, as one-byte strings like Twisted's.
+LIST = bytes((_codec.LIST,))
+INT = bytes((_codec.INT,))
+STRING = bytes((_codec.STRING,))
+NEG = bytes((_codec.NEG,))
+FLOAT = bytes((_codec.FLOAT,))
+LONGINT = bytes((_codec.LONGINT,))
+LONGNEG = bytes((_codec.LONGNEG,))
+VOCAB = bytes((_codec.VOCAB,))
+HIGH_BIT_SET = LIST
+
+for _public in (BananaError, Decoder, Encoder):
+    _public.__module__ = __name__  # where users import them from, and what tracebacks show
+del _public
+
+_log = Logger()
+
+
+def int2b128(integer: int, stream: Callable[[bytes], object]) -> None:
+    """Write a non-negative int's base-128 header digits to ``stream``, one byte per call."""
+    if integer < 0:
+        raise ValueError(f"headers hold non-negative ints only, not {integer}")
+    for digit in _codec._token(integer, 0)[:-1]:
+        stream(bytes((digit,)))
+
+
+def b1282int(st: bytes) -> int:
+    """The int that base-128 header digits (least significant first) stand for."""
+    value = 0
+    for digit in reversed(st):
+        value = (value << 7) | digit
+    return value
+
+
+def setPrefixLimit(limit: int) -> None:
+    """Set the header-digit limit for every ``Banana`` that does not set its own (Twisted's API).
+
+    Prefer ``protocol.setPrefixLimit(limit)`` on one connection, or a subclass
+    attribute ``prefixLimit = ...``: this changes a process-wide default.
+    """
+    Banana.prefixLimit = limit
+
+
+class Banana(protocol.Protocol):
+    """One banana connection: dialect negotiation, then one ``expressionReceived`` per expression.
+
+    The server offers ``knownDialects``; the client answers with the first of them it
+    knows; in the "pb" dialect the strings of ``PB_VOCABULARY`` travel as symbols.
+    Subclasses (the PB broker) override ``connectionReady`` and ``expressionReceived``
+    and send with ``sendEncoded``. Limits are read from ``sizeLimit``,
+    ``prefixLimit`` and ``maxDepth`` whenever bytes move, so they can be set on the
+    class, on a subclass or on one instance, at any time.
+    """
+
+    knownDialects: list[bytes] = [b"pb", b"none"]
+    """Dialects we speak, in order of preference (the server's order decides)."""
+
+    sizeLimit: int = SIZE_LIMIT
+    prefixLimit: int = PREFIX_LIMIT
+    maxDepth: int = MAX_DEPTH
+
+    outgoingVocabulary: ClassVar[Mapping[bytes, int]] = PB_VOCABULARY
+    incomingVocabulary: ClassVar[Mapping[int, bytes]] = PB_VOCABULARY_BY_NUMBER
+
+    # Dialects in which the vocabulary above is used.
+    _vocabularyDialects: ClassVar[frozenset[bytes]] = frozenset({b"pb"})
+
+    def __init__(self, isClient: bool = True) -> None:
+        self.isClient = isClient
+        self.currentDialect: bytes | None = None
+        self._encoder = Encoder()
+        self._decoder = Decoder()
+        self._dropped = False
+
+    # -- hooks for subclasses -------------------------------------------------------------
+
+    def connectionReady(self) -> None:
+        """Called once the dialect is chosen: from now on both sides may send expressions."""
+
+    def expressionReceived(self, obj: Any) -> None:
+        """Called with each top-level expression the peer sends after negotiation."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} must override expressionReceived to handle what it receives"
+        )
+
+    # -- sending --------------------------------------------------------------------------
+
+    def sendEncoded(self, obj: object) -> None:
+        """Encode ``obj`` and write it; raises ``BananaError`` (writing nothing) if it cannot."""
+        encoder = self._encoder
+        encoder.size_limit = self.sizeLimit
+        encoder.prefix_limit = self.prefixLimit
+        encoder.max_depth = self.maxDepth
+        transport: Any = self.transport
+        transport.write(encoder.encode(obj))
+
+    def setPrefixLimit(self, limit: int) -> None:
+        """Set the most header digits this connection accepts and sends (Twisted's API)."""
+        self.prefixLimit = limit
+
+    # -- the Twisted protocol -------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """The server speaks first: it offers the dialects it knows."""
+        if not self.isClient:
+            self.sendEncoded(list(self.knownDialects))
+
+    def dataReceived(self, data: bytes) -> None:
+        """Decode what arrived and deliver it; malformed bytes drop this connection."""
+        if self._dropped:
+            return
+        decoder = self._decoder
+        decoder.size_limit = self.sizeLimit
+        decoder.prefix_limit = self.prefixLimit
+        decoder.max_depth = self.maxDepth
+        try:
+            if self.currentDialect is None:
+                # The first expression picks the dialect, which may change how the
+                # bytes after it decode: take it alone, then continue.
+                first = decoder.feed(data, max_expressions=1)
+                if not first:
+                    return
+                self._negotiate(first[0])
+                if self.currentDialect is None:
+                    return
+                data = b""
+            expressions = decoder.feed(data)
+        except BananaError as e:
+            self._dropPeer(f"peer sent malformed banana: {e}")
+            return
+        transport = self.transport
+        for expression in expressions:
+            if getattr(transport, "disconnecting", False):
+                break  # someone dropped the connection; do not act on what followed
+            self.expressionReceived(expression)
+
+    # -- dialect negotiation --------------------------------------------------------------
+
+    def _negotiate(self, offer: object) -> None:
+        if self.isClient:
+            # The server's list, in its order of preference: take the first we know.
+            if type(offer) is list:
+                for dialect in offer:
+                    if isinstance(dialect, bytes) and dialect in self.knownDialects:
+                        self.sendEncoded(dialect)
+                        self._selectDialect(dialect)
+                        return
+            self._dropPeer(
+                f"server offered no dialect we speak (it offered {reprlib.repr(offer)},"
+                f" we know {self.knownDialects})"
+            )
+        elif isinstance(offer, bytes) and offer in self.knownDialects:
+            self._selectDialect(offer)
+        else:
+            self._dropPeer(
+                f"client chose a dialect we did not offer ({reprlib.repr(offer)};"
+                f" we offered {self.knownDialects})"
+            )
+
+    def _selectDialect(self, dialect: bytes) -> None:
+        """Switch both directions to ``dialect`` and tell the subclass (Twisted's name)."""
+        self.currentDialect = dialect
+        uses_vocabulary = dialect in self._vocabularyDialects
+        self._encoder.vocabulary = self.outgoingVocabulary if uses_vocabulary else None
+        self._decoder.vocabulary = self.incomingVocabulary if uses_vocabulary else None
+        self.connectionReady()
+
+    def _dropPeer(self, why: str) -> None:
+        """Log why, stop listening to this peer and close this connection only."""
+        self._dropped = True
+        _log.error("dropping banana connection: {why}", why=why)
+        transport: Any = self.transport
+        if transport is not None:
+            transport.loseConnection()
