@@ -1,0 +1,168 @@
+"""Object graphs to s-expressions and back, secure by default (``twisted.spread.jelly``).
+
+``jelly(obj)`` turns an object into nested lists of bytes, ints, floats and
+further lists (an s-expression) that ``spread.banana`` puts on the wire;
+``unjelly(sexp)`` rebuilds the object. The forms are exactly Twisted's, so a
+spread peer and a Twisted peer understand each other byte for byte::
+
+    "hi"          -> [b"unicode", b"hi"]
+    (1, None)     -> [b"tuple", 1, [b"None"]]
+    {"a": True}   -> [b"dictionary", [[b"unicode", b"a"], [b"boolean", b"true"]]]
+    shared [a, a] -> [b"list", [b"reference", 1, <a>], [b"dereference", 1]]
+
+Security: ``unjelly(sexp)`` with no taster accepts basic types only (values,
+lists, tuples, dicts, sets, dates, decimals, shared references). Instances
+need the receiver's consent: register a class with ``setUnjellyableForClass``
+and pass ``taster=globalSecurity``, or pass a ``SecurityOptions`` of your own
+that ``allowInstancesOf`` the class. Twisted's ``unjelly`` default accepts
+anything; ours does not. See docs/serializer.md.
+
+Error contract: an s-expression that is malformed or asks for something the
+taster does not allow raises ``InsecureJelly``: wrong shapes, non-wire objects
+inside the lists, unparseable dates, bad UTF-8, undefined or duplicate
+reference ids, nesting deeper than ``MAX_DEPTH``. Any other exception from
+``unjelly`` is a bug in spread, or comes from user code it called
+(``unjellyFor``, ``__setstate__``, factories, ``persistentLoad``), which it
+passes on unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spread import _jelly_base
+from spread._jelly_base import (
+    DummySecurityOptions,
+    InsecureJelly,
+    Jellyable,
+    SecurityOptions,
+    Unjellyable,
+    Unpersistable,
+    globalSecurity,
+    qual,
+    setUnjellyableFactoryForClass,
+    setUnjellyableForClass,
+    setUnjellyableForClassTree,
+    unjellyableFactoryRegistry,
+    unjellyableRegistry,
+)
+from spread._jelly_in import MAX_DEPTH, Unjellier
+from spread._jelly_out import Jellier
+
+# Users know these classes as spread.jelly.*; so do the dotted names jelly writes.
+for _public in (
+    DummySecurityOptions, InsecureJelly, Jellyable, SecurityOptions, Unjellyable, Unpersistable,
+    Jellier, Unjellier,
+):
+    _public.__module__ = __name__
+del _public
+
+_DUMMY = DummySecurityOptions()
+
+# The tags of the built-in forms, by the names Twisted code imports.
+None_atom = b"None"
+class_atom = b"class"
+module_atom = b"module"
+function_atom = b"function"
+dereference_atom = b"dereference"
+persistent_atom = b"persistent"
+reference_atom = b"reference"
+dictionary_atom = b"dictionary"
+list_atom = b"list"
+set_atom = b"set"
+tuple_atom = b"tuple"
+frozenset_atom = b"frozenset"
+unpersistable_atom = b"unpersistable"
+DictTypes = (dict,)
+
+
+def jelly(
+    object: Any, taster: Any = _DUMMY, persistentStore: Any = None, invoker: Any = None
+) -> Any:
+    """The s-expression for ``object``.
+
+    ``taster`` decides which instances are written out: one it does not allow
+    (``isClassAllowed``) is written as ``[b"unpersistable", reason]``.
+    ``persistentStore(obj, jellier)`` may return an id to send instead of an
+    instance. ``invoker`` is the PB broker, for ``jellyFor`` methods.
+    """
+    return Jellier(taster, persistentStore, invoker).jellyRoot(object)
+
+
+def unjelly(
+    sexp: Any, taster: Any = None, persistentLoad: Any = None, invoker: Any = None,
+    *, maxDepth: int = MAX_DEPTH,
+) -> Any:
+    """The object ``sexp`` stands for, creating only what ``taster`` allows.
+
+    ``taster=None`` allows basic types only (a fresh ``SecurityOptions`` with
+    ``allowBasicTypes()``). Raises ``InsecureJelly`` for anything refused or malformed.
+    ``persistentLoad(id, unjellier)`` rebuilds ``[b"persistent", id]`` forms.
+    """
+    if taster is None:
+        taster = _jelly_base.basicSecurity()
+    return Unjellier(taster, persistentLoad, invoker, maxDepth).unjellyRoot(sexp)
+
+
+def getInstanceState(inst: Any, jellier: Any) -> Any:
+    """The usual ``[module.Class, state]`` form of ``inst``, for custom ``jellyFor`` methods
+    (the state is ``__getstate__()`` if there is one, else ``__dict__``)."""
+    state = inst.__getstate__() if hasattr(inst, "__getstate__") else inst.__dict__
+    sexp = jellier.prepare(inst)
+    sexp.extend([qual(inst.__class__).encode("utf-8"), jellier.jelly(state)])
+    return jellier.preserve(inst, sexp)
+
+
+def setInstanceState(inst: Any, unjellier: Any, jellyList: Any) -> Any:
+    """Fill ``inst`` from ``[tag, state]`` the usual way, for custom ``unjellyFor`` methods
+    (``__setstate__(state)`` if there is one, else the state becomes ``__dict__``)."""
+    if len(jellyList) != 2:
+        raise InsecureJelly(f"malformed {jellyList!r:.80}: expected [tag, state]")
+    state = unjellier.unjelly(jellyList[1])
+    if hasattr(inst, "__setstate__"):
+        inst.__setstate__(state)
+    elif isinstance(state, dict):
+        inst.__dict__ = state
+    else:
+        raise InsecureJelly(
+            f"{qual(type(inst))} received a {type(state).__name__} as its state; "
+            "give it a __setstate__ that accepts one"
+        )
+    return inst
+
+
+__all__ = [
+    "MAX_DEPTH",
+    "DictTypes",
+    "DummySecurityOptions",
+    "InsecureJelly",
+    "Jellier",
+    "Jellyable",
+    "None_atom",
+    "SecurityOptions",
+    "Unjellier",
+    "Unjellyable",
+    "Unpersistable",
+    "class_atom",
+    "dereference_atom",
+    "dictionary_atom",
+    "frozenset_atom",
+    "function_atom",
+    "getInstanceState",
+    "globalSecurity",
+    "jelly",
+    "list_atom",
+    "module_atom",
+    "persistent_atom",
+    "reference_atom",
+    "setInstanceState",
+    "setUnjellyableFactoryForClass",
+    "setUnjellyableForClass",
+    "setUnjellyableForClassTree",
+    "set_atom",
+    "tuple_atom",
+    "unjelly",
+    "unjellyableFactoryRegistry",
+    "unjellyableRegistry",
+    "unpersistable_atom",
+]
