@@ -1,0 +1,196 @@
+"""Failures that cross the wire: ``CopyableFailure`` going out, ``CopiedFailure`` coming in.
+
+On the wire a failure is Twisted's ``twisted.spread.pb.CopyableFailure`` with a
+state dictionary (count, type, value, captureVars, tb, unsafeTracebacks,
+parents, frames, stack, traceback), so Twisted peers read ours and we read
+theirs. Unlike Twisted we never put stack frames in it: file names and line
+numbers stay home unless the factory sets ``unsafeTracebacks``, and then they
+travel only as the formatted ``traceback`` text.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any, NoReturn
+
+from twisted.python import failure, log
+from twisted.python.reflect import qual, safe_str
+
+from spread._errors import RemoteError
+from spread._wirenames import COPYABLE_FAILURE, fromWire, toWire
+from spread.flavors import Copyable, RemoteCopy
+from spread.jelly import InsecureJelly, setUnjellyableForClass
+
+TRACEBACK_UNAVAILABLE = "Traceback unavailable\n"
+
+
+# Typed doors to Twisted's untyped Failure API.
+def currentFailure() -> failure.Failure:
+    """The exception being handled, as a Failure."""
+    return failure.Failure()  # type: ignore[no-untyped-call]
+
+
+def failureOf(error: BaseException) -> failure.Failure:
+    """``error`` as a Failure."""
+    return failure.Failure(error)  # type: ignore[no-untyped-call]
+
+
+def isFailureOf(fail: failure.Failure, *errorTypes: type[BaseException] | str) -> bool:
+    """Whether ``fail`` is one of ``errorTypes`` (classes or dotted names)."""
+    return fail.check(*errorTypes) is not None  # type: ignore[no-untyped-call]
+
+
+def _typeName(failure_type: Any) -> bytes:
+    if isinstance(failure_type, bytes):
+        return failure_type
+    if isinstance(failure_type, str):
+        return failure_type.encode("utf-8")
+    return toWire(qual(failure_type)).encode("utf-8")
+
+
+def _wireParents(parents: list[Any]) -> list[str]:
+    seen: dict[str, None] = {}
+    for parent in parents:
+        name = parent.decode("utf-8", "replace") if isinstance(parent, bytes) else str(parent)
+        seen.setdefault(toWire(name), None)
+    return list(seen)
+
+
+class CopyableFailure(failure.Failure, Copyable):
+    """A ``Failure`` that can be sent to the peer, as Twisted's ``CopyableFailure``."""
+
+    unsafeTracebacks: Any = False
+
+    def getTypeToCopy(self) -> bytes:
+        """Always Twisted's tag, so either kind of peer can read it."""
+        return COPYABLE_FAILURE
+
+    def getStateToCopy(self) -> dict[str, Any]:
+        """The failure's type, message and class names, and a traceback only if allowed."""
+        if self.unsafeTracebacks:
+            remote_traceback = getattr(self, "traceback", None)
+            if not isinstance(remote_traceback, str):
+                remote_traceback = self.getTraceback()
+        else:
+            remote_traceback = TRACEBACK_UNAVAILABLE
+        return {
+            "count": getattr(self, "count", 0),
+            "type": _typeName(self.type),
+            "value": safe_str(self.value),
+            "captureVars": bool(getattr(self, "captureVars", False)),
+            "tb": None,
+            "unsafeTracebacks": self.unsafeTracebacks,
+            "parents": _wireParents(self.parents),
+            "frames": [],
+            "stack": [],
+            "traceback": remote_traceback,
+        }
+
+
+def failure2Copyable(fail: failure.Failure, unsafeTracebacks: Any = False) -> CopyableFailure:
+    """Wrap any ``Failure`` (including one copied from a third peer) for sending."""
+    copy: CopyableFailure = CopyableFailure.__new__(CopyableFailure)
+    copy.__dict__.update(fail.__dict__)
+    if isinstance(fail, CopiedFailure):
+        copy._parents = list(fail.parents)
+    copy.unsafeTracebacks = unsafeTracebacks
+    return copy
+
+
+class CopiedFailure(RemoteCopy, failure.Failure):
+    """A failure that happened in the peer: errbacks of remote calls receive these.
+
+    ``type`` is the remote class's dotted name as bytes (as in Twisted) and
+    ``typeName`` the same as text; ``value`` is the remote message (a str);
+    ``traceback`` is the remote traceback text or ``"Traceback unavailable"``.
+    ``check`` and ``trap`` accept classes or dotted names
+    (``failure.check("myapp.errors.Overdrawn")``); Twisted's own error names
+    also match spread's classes (``check(spread.pb.Error)``). Raising it (as
+    ``await`` does) raises ``RemoteError`` carrying all of the above.
+    """
+
+    type: Any
+    value: Any
+    traceback: str
+
+    def setCopyableState(self, state: Any) -> None:
+        """Take the fields every PB peer sends, checking their types."""
+        if not isinstance(state, dict):
+            raise InsecureJelly(f"a copied failure's state must be a dictionary, not {state!r:.80}")
+        remote_type = state.get("type", b"")
+        if isinstance(remote_type, str):
+            remote_type = remote_type.encode("utf-8")
+        if not isinstance(remote_type, bytes):
+            raise InsecureJelly(
+                f"a copied failure's type must be a string, not {remote_type!r:.80}"
+            )
+        value = state.get("value", "")
+        parents = state.get("parents") or [remote_type]
+        if not isinstance(parents, list):
+            raise InsecureJelly("a copied failure's parents must be a list")
+        names = [p.decode("utf-8", "replace") if isinstance(p, bytes) else str(p) for p in parents]
+        local = [ours for name in names if (ours := fromWire(name)) is not None]
+        remote_traceback = state.get("traceback", TRACEBACK_UNAVAILABLE)
+        count = state.get("count", 0)
+        self.__dict__.update(
+            count=count if type(count) is int else 0,
+            type=remote_type,
+            value=value if isinstance(value, str) else safe_str(value),
+            captureVars=False,
+            tb=None,
+            unsafeTracebacks=bool(state.get("unsafeTracebacks", False)),
+            traceback=remote_traceback if isinstance(remote_traceback, str) else "",
+            pickled=1,
+            _parents=names + [name for name in local if name not in names],
+            _frames=[],
+        )
+
+    def unjellyFor(self, unjellier: Any, jellyList: Any) -> Any:
+        """Always rebuild through ``setCopyableState``, with or without a broker."""
+        if len(jellyList) != 2:
+            raise InsecureJelly("malformed copied failure: expected [type, state]")
+        self.setCopyableState(unjellier.unjelly(jellyList[1]))
+        return self
+
+    @property
+    def typeName(self) -> str:
+        """The remote exception's dotted class name as text."""
+        if isinstance(self.type, bytes):
+            return self.type.decode("utf-8", "replace")
+        return str(self.type)
+
+    def _remoteError(self) -> RemoteError:
+        return RemoteError(self.type, self.value, self.traceback, self)
+
+    def raiseException(self) -> NoReturn:
+        """Raise a ``RemoteError`` (the remote class may not exist here)."""
+        raise self._remoteError()
+
+    def throwExceptionIntoGenerator(self, g: Any) -> Any:
+        """Throw a ``RemoteError`` into ``g`` (what ``inlineCallbacks`` does with failures)."""
+        return g.throw(self._remoteError())
+
+    def cleanFailure(self) -> None:
+        """Nothing to clean: a copied failure holds only strings."""
+
+    def printTraceback(
+        self, file: IO[str] | None = None, elideFrameworkCode: Any = 0, detail: str = "default"
+    ) -> None:
+        """Write one line naming the remote error, then the remote traceback if one was sent."""
+        out: Any = file if file is not None else log.logfile
+        out.write(f"Traceback from remote host -- {self.typeName}: {self.value}\n")
+        if self.traceback and self.traceback != TRACEBACK_UNAVAILABLE:
+            out.write(self.traceback)
+
+    printBriefTraceback = printTraceback
+    printDetailedTraceback = printTraceback
+
+    def __repr__(self) -> str:
+        return f"<{qual(type(self))} {self.typeName}: {self.value}>"
+
+
+for _cls in (CopyableFailure, CopiedFailure):
+    _cls.__module__ = "spread.pb"
+del _cls
+
+# Plain jelly.unjelly (no broker) of a copied failure works as in Twisted.
+setUnjellyableForClass(COPYABLE_FAILURE.decode("ascii"), CopiedFailure)

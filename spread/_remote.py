@@ -1,0 +1,133 @@
+"""The caller's side of a remote object: ``RemoteReference`` and ``RemoteMethod``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from spread._errors import ProtocolError
+from spread.flavors import Serializable, local_atom
+
+if TYPE_CHECKING:
+    from spread._protocol import Broker
+
+_log = Logger()
+
+
+class RemoteReference(Serializable):
+    """A proxy for an object in the peer: ``callRemote`` runs its ``remote_*`` methods.
+
+    The same remote object received several times over one connection is the
+    same ``RemoteReference``. When the last local reference to it goes, the
+    peer is told (``decref``) from the reactor, and may then free the object.
+    """
+
+    def __init__(self, perspective: Any, broker: Broker, luid: Any, doRefCount: Any) -> None:
+        self.luid = luid
+        self.broker = broker
+        self.doRefCount = doRefCount
+        self.perspective = perspective
+        self.disconnectCallbacks: list[Callable[[RemoteReference], object]] = []
+
+    def callRemote(self, _name: str | bytes, *args: Any, **kw: Any) -> defer.Deferred[Any]:
+        """Call ``remote_<_name>(*args, **kw)`` in the peer; returns a Deferred, never raises.
+
+        The Deferred fires with the result, or fails with a ``CopiedFailure``
+        (the remote exception), ``DeadReferenceError`` (the connection was
+        already closed), ``PBConnectionLost`` (it closed while waiting), or the
+        local error that kept the arguments from being sent (``InsecureJelly``,
+        ``BananaError`` for oversized data). The Deferred can be ``await``-ed.
+        """
+        try:
+            name = _name.encode("utf-8") if isinstance(_name, str) else _name
+        except Exception:
+            return defer.fail()
+        return self.broker._sendMessage(b"", self.perspective, self.luid, name, args, kw)
+
+    def remoteMethod(self, key: str) -> RemoteMethod:
+        """A callable that does ``callRemote(key, ...)``."""
+        return RemoteMethod(self, key)
+
+    def notifyOnDisconnect(self, callback: Callable[[RemoteReference], object]) -> None:
+        """Call ``callback(self)`` once when this reference's connection closes.
+
+        If it has already closed, the callback runs at once.
+        """
+        if not callable(callback):
+            raise TypeError(f"notifyOnDisconnect needs a callable, not {callback!r}")
+        if self.broker.disconnected:
+            self._run(callback)
+            return
+        self.disconnectCallbacks.append(callback)
+        if len(self.disconnectCallbacks) == 1:
+            self.broker.notifyOnDisconnect(self._disconnected)
+
+    def dontNotifyOnDisconnect(self, callback: Callable[[RemoteReference], object]) -> None:
+        """Forget a callback given to ``notifyOnDisconnect`` (unknown callbacks are ignored)."""
+        try:
+            self.disconnectCallbacks.remove(callback)
+        except ValueError:
+            return
+        if not self.disconnectCallbacks:
+            self.broker.dontNotifyOnDisconnect(self._disconnected)
+
+    def _disconnected(self) -> None:
+        callbacks, self.disconnectCallbacks = self.disconnectCallbacks, []
+        for callback in callbacks:
+            self._run(callback)
+
+    def _run(self, callback: Callable[[RemoteReference], object]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            _log.failure("a notifyOnDisconnect callback raised")
+
+    def jellyFor(self, jellier: Any) -> Any:
+        """Travel back to its own peer as ``[local, id]``: the peer gets its own object."""
+        if jellier.invoker is None:
+            return [b"unpersistable", b"References cannot be serialized"]
+        if jellier.invoker is not self.broker:
+            raise ProtocolError(
+                "a RemoteReference can only be sent over the connection it came from; "
+                "to introduce two peers, pass an object of your own that forwards calls"
+            )
+        return [local_atom, self.luid]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RemoteReference):
+            return other.broker is self.broker and other.luid == self.luid
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.luid)
+
+    def __repr__(self) -> str:
+        state = " (disconnected)" if self.broker.disconnected else ""
+        return f"<RemoteReference {self.luid!r}{state}>"
+
+
+class RemoteMethod:
+    """``ref.remoteMethod(name)``: a callable that calls ``name`` on the remote object."""
+
+    def __init__(self, obj: RemoteReference, name: str) -> None:
+        self.obj = obj
+        self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RemoteMethod):
+            return (self.obj, self.name) == (other.obj, other.name)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.obj, self.name))
+
+    def __call__(self, *args: Any, **kw: Any) -> defer.Deferred[Any]:
+        return self.obj.callRemote(self.name, *args, **kw)
+
+
+for _cls in (RemoteReference, RemoteMethod):
+    _cls.__module__ = "spread.pb"
+del _cls

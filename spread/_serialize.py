@@ -1,0 +1,350 @@
+"""The broker as jelly's invoker: object tables, (un)serializing, and the PB reference forms.
+
+``ObjectTables`` is mixed into ``Broker``. Jellyable objects call these
+methods by their Twisted names (``registerReference``, ``cacheRemotely``,
+``serializingPerspective`` ...), so custom ``jellyFor`` code written for
+Twisted keeps working.
+
+Calls whose arguments and results are plain scalars (the common case) skip the
+general jelly machinery: ``serialize``/``unserialize`` build those few forms
+directly, and only when a probe at connection time shows that this
+connection's ``SecurityOptions`` produce and accept exactly those forms.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from spread._broker import (
+    ExportedCaches,
+    ExportedObjects,
+    IdCounter,
+    ImportedCaches,
+    ImportedReferences,
+    Local,
+    blank,
+)
+from spread._failures import CopiedFailure
+from spread._remote import RemoteReference
+from spread.flavors import RemoteCacheObserver
+from spread.jelly import InsecureJelly, jelly, unjelly
+
+_log = Logger()
+
+_REMOTE = b"remote"
+_CACHE = b"cache"
+Registrations = list[tuple[bytes, int]]
+
+
+def _puid(obj: Any) -> Any:
+    return obj.processUniqueID()
+
+
+def jellyFlatTuple(values: tuple[Any, ...]) -> list[Any] | None:
+    """``[tuple, ...]`` for a tuple of scalars, strings and Nones; None for anything else."""
+    sexp: list[Any] = [b"tuple"]
+    for value in values:
+        kind = type(value)
+        if kind is int or kind is float or kind is bytes:
+            sexp.append(value)
+        elif kind is str:
+            sexp.append([b"unicode", value.encode("utf-8")])
+        elif value is None:
+            sexp.append([b"None"])
+        else:
+            return None
+    return sexp
+
+
+def _unjellyFlat(sexp: list[Any]) -> tuple[bool, Any]:
+    """Decode the few flat forms the fast path handles: (True, value), or (False, None)."""
+    head = sexp[0] if sexp else None
+    if head == b"tuple":
+        for value in sexp:
+            if type(value) is list:
+                return False, None
+        return True, tuple(sexp[1:])
+    if len(sexp) == 1:
+        if head == b"dictionary":
+            return True, {}
+        if head == b"None":
+            return True, None
+    elif head == b"unicode" and len(sexp) == 2 and type(sexp[1]) is bytes:
+        try:
+            return True, sexp[1].decode("utf-8")
+        except UnicodeDecodeError:
+            return False, None
+    return False, None
+
+
+class ObjectTables:
+    """The invoker half of ``Broker`` (see module docstring)."""
+
+    security: Any
+    disconnected: int
+    currentRequestID: int
+    serializingPerspective: Any
+    unserializingPerspective: Any
+    jellyMethod: Any
+    jellyArgs: Any
+    jellyKw: Any
+    _ids: IdCounter
+    _exports: ExportedObjects
+    _imports: ImportedReferences[RemoteReference]
+    _cacheExports: ExportedCaches
+    _cacheImports: ImportedCaches
+    _releaseCallbacks: dict[Any, list[Callable[[], object]]]
+    _registrationLog: Registrations | None
+    _lastRegistrations: tuple[object, Registrations] | None
+    _fastJelly: bool
+    _fastUnjelly: bool
+
+    # -- serializing ------------------------------------------------------------------------
+
+    def serialize(
+        self, object: Any, perspective: Any = None, method: Any = None, args: Any = None,
+        kw: Any = None,
+    ) -> Any:
+        """Jelly ``object`` for the peer under this connection's security options.
+
+        A Deferred (or coroutine) is serialized when it fires; the Deferred is returned.
+        """
+        if self._fastJelly:
+            kind = type(object)
+            if kind is tuple:
+                flat = jellyFlatTuple(object)
+                if flat is not None:
+                    return flat
+            elif kind is int or kind is bytes or kind is float:
+                return object
+            elif kind is str:
+                return [b"unicode", object.encode("utf-8")]
+            elif object is None:
+                return [b"None"]
+        if isinstance(object, defer.Deferred):
+            return object.addCallback(self.serialize, perspective, method, args, kw)
+        if inspect.iscoroutine(object):
+            running = defer.Deferred.fromCoroutine(object)
+            return self.serialize(running, perspective, method, args, kw)
+        return self._jellyTracked(object, perspective, method, args, kw)
+
+    def _jellyTracked(self, object: Any, perspective: Any, method: Any, args: Any, kw: Any) -> Any:
+        saved = (self.serializingPerspective, self.jellyMethod, self.jellyArgs, self.jellyKw)
+        self.serializingPerspective = perspective
+        self.jellyMethod, self.jellyArgs, self.jellyKw = method, args, kw
+        outer = self._registrationLog
+        log: Registrations = []
+        self._registrationLog = log
+        try:
+            sexp = jelly(object, self.security, None, self)
+        except BaseException:
+            self._rollback(log)
+            raise
+        finally:
+            self._registrationLog = outer
+            (self.serializingPerspective, self.jellyMethod, self.jellyArgs, self.jellyKw) = saved
+        if outer is not None:
+            outer.extend(log)
+        elif log:
+            self._lastRegistrations = (sexp, log)
+        return sexp
+
+    def unserialize(self, sexp: Any, perspective: Any = None) -> Any:
+        """Unjelly what the peer sent under this connection's security options."""
+        if self._fastUnjelly:
+            if type(sexp) is not list:
+                return sexp
+            done, value = _unjellyFlat(sexp)
+            if done:
+                return value
+        saved = self.unserializingPerspective
+        self.unserializingPerspective = perspective
+        try:
+            return unjelly(sexp, self.security, None, self)
+        finally:
+            self.unserializingPerspective = saved
+
+    def _probeFastPaths(self) -> tuple[bool, bool]:
+        """Use the scalar shortcuts only if jelly itself agrees with them here."""
+        sample = (1, 1.5, b"b", "s", None)
+        expected = [b"tuple", 1, 1.5, b"b", [b"unicode", b"s"], [b"None"]]
+        try:
+            fast_jelly = (
+                jelly(sample, self.security, None, self) == expected
+                and jelly({}, self.security, None, self) == [b"dictionary"]
+                and jelly("s", self.security, None, self) == [b"unicode", b"s"]
+                and jelly(None, self.security, None, self) == [b"None"]
+            )
+        except Exception:
+            fast_jelly = False
+        try:
+            fast_unjelly = (
+                unjelly(expected, self.security, None, self) == sample
+                and unjelly([b"dictionary"], self.security, None, self) == {}
+            )
+        except Exception:
+            fast_unjelly = False
+        return fast_jelly, fast_unjelly
+
+    def _takeRegistrations(self, sexp: object) -> Registrations | None:
+        """The references registered while jellying ``sexp`` (if it was the last one)."""
+        last = self._lastRegistrations
+        if last is None or (sexp is not None and last[0] is not sexp):
+            return None
+        self._lastRegistrations = None
+        return last[1]
+
+    def _rollback(self, log: Registrations | None) -> None:
+        """Undo registrations for a message that never left: the peer never received them."""
+        if not log:
+            return
+        for kind, luid in reversed(log):
+            if kind == _REMOTE:
+                released = self._exports.release(luid, _puid)
+                if released is not None:
+                    self._released(released)
+            else:
+                entry = self._cacheExports.release(luid, _puid)
+                if entry is not None:
+                    self._stopObserving(entry.object, entry.perspective, entry.observer)
+
+    def _released(self, obj: Any) -> None:
+        for callback in self._releaseCallbacks.pop(_puid(obj), ()):
+            try:
+                callback()
+            except Exception:
+                _log.failure("a notifyOnRelease callback raised")
+
+    @staticmethod
+    def _stopObserving(cacheable: Any, perspective: Any, observer: Any) -> None:
+        try:
+            cacheable.stoppedObserving(perspective, observer)
+        except Exception:
+            _log.failure("stoppedObserving raised")
+
+    # -- the tables, by Twisted's names -----------------------------------------------------
+
+    def newLocalID(self) -> int:
+        """A fresh id for an object or cache we export."""
+        return self._ids.next()
+
+    def newRequestID(self) -> int:
+        """A fresh id for a call we make."""
+        self.currentRequestID += 1
+        return self.currentRequestID
+
+    def registerReference(self, object: Any) -> int:
+        """Export ``object`` by reference (once more) and return the id the peer will use."""
+        luid = self._exports.register(object, _puid(object))
+        if self._registrationLog is not None:
+            self._registrationLog.append((_REMOTE, luid))
+        return luid
+
+    def setNameForLocal(self, name: str | bytes, object: Any) -> None:
+        """Publish ``object`` under a fixed name, such as ``root``."""
+        self._exports.setName(name.encode("utf-8") if isinstance(name, str) else name, object)
+
+    def localObjectForID(self, luid: Any) -> Any:
+        """The exported object the peer calls ``luid``, or None."""
+        return self._exports.lookup(luid)
+
+    @property
+    def localObjects(self) -> dict[Any, Local]:
+        """Every exported object and name, by id (a snapshot, for inspection and tests)."""
+        snapshot: dict[Any, Local] = {name: Local(obj) for name, obj in self._exports.names.items()}
+        snapshot.update(self._exports.locals)
+        return snapshot
+
+    def remoteForName(self, name: str | bytes) -> RemoteReference:
+        """A reference to the peer's object published under ``name`` (not reference-counted)."""
+        luid = name.encode("utf-8") if isinstance(name, str) else name
+        return RemoteReference(None, self, luid, 0)  # type: ignore[arg-type]
+
+    def cachedRemotelyAs(self, instance: Any, incref: Any = 0) -> int | None:
+        """The cache id the peer knows ``instance`` by, or None (counting a receipt if asked)."""
+        luid = self._cacheExports.find(_puid(instance), bool(incref))
+        if luid is not None and incref and self._registrationLog is not None:
+            self._registrationLog.append((_CACHE, luid))
+        return luid
+
+    def cacheRemotely(self, instance: Any) -> int:
+        """Record the first send of ``instance`` as a cache; return its new cache id."""
+        perspective = self.serializingPerspective
+        observer = RemoteCacheObserver(self, instance, perspective)
+        luid = self._cacheExports.add(instance, _puid(instance), perspective, observer)
+        if self._registrationLog is not None:
+            self._registrationLog.append((_CACHE, luid))
+        return luid
+
+    def remotelyCachedObserver(self, luid: int) -> RemoteCacheObserver:
+        """The observer handed to ``getStateToCacheAndObserveFor`` for cache ``luid``."""
+        entry = self._cacheExports.get(luid)
+        if entry is None:
+            raise KeyError(luid)
+        return entry.observer  # type: ignore[no-any-return]
+
+    def remotelyCachedForLUID(self, luid: Any) -> Any:
+        """The master the peer caches as ``luid``."""
+        entry = self._cacheExports.get(luid)
+        if entry is None:
+            raise KeyError(luid)
+        return entry.object
+
+    def cacheLocally(self, cid: int, instance: Any) -> None:
+        """Track a replica that just arrived (again after ``setCopyableState``, to see
+        a replaced ``__dict__``)."""
+        entry = self._cacheImports.entries.get(cid)
+        if entry is not None and entry.ref is not None and entry.ref() is instance:
+            entry.state = instance.__dict__
+        else:
+            self._cacheImports.track(cid, instance)
+
+    def cachedLocallyAs(self, cid: Any) -> Any:
+        """A replica object for cache ``cid``."""
+        replica = self._cacheImports.replica(cid)
+        if replica is None:
+            raise KeyError(cid)
+        return replica
+
+    # -- the PB forms jelly hands us (invoker.protocolUnjellyables) ----------------------
+
+    def _unjellyRemote(self, unjellier: Any, jellyList: list[Any]) -> RemoteReference:
+        if len(jellyList) != 2 or type(jellyList[1]) is not int:
+            raise InsecureJelly(f"malformed remote reference {jellyList!r:.80}")
+        luid: int = jellyList[1]
+        perspective = self.unserializingPerspective
+
+        def make() -> RemoteReference:
+            return RemoteReference(perspective, self, luid, 1)  # type: ignore[arg-type]
+
+        return self._imports.acquire(luid, make)
+
+    def _unjellyLocal(self, unjellier: Any, jellyList: list[Any]) -> Any:
+        if len(jellyList) != 2:
+            raise InsecureJelly(f"malformed local reference {jellyList!r:.80}")
+        obj = self._exports.lookup(jellyList[1])
+        if obj is None:
+            raise InsecureJelly(
+                f"the peer referred to our object {jellyList[1]!r:.40}, which it does not hold"
+            )
+        return obj
+
+    def _unjellyCached(self, unjellier: Any, jellyList: list[Any]) -> Any:
+        replica = self._cacheImports.acquire(jellyList[1]) if len(jellyList) == 2 else None
+        if replica is None:
+            raise InsecureJelly(f"the peer referred to an unknown cache {jellyList!r:.80}")
+        return replica
+
+    def _unjellyLCache(self, unjellier: Any, jellyList: list[Any]) -> Any:
+        entry = self._cacheExports.get(jellyList[1]) if len(jellyList) == 2 else None
+        if entry is None:
+            raise InsecureJelly(f"the peer returned an unknown cache of ours {jellyList!r:.80}")
+        return entry.object
+
+    def _unjellyFailure(self, unjellier: Any, jellyList: list[Any]) -> Any:
+        return blank(CopiedFailure).unjellyFor(unjellier, jellyList)
