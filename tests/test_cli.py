@@ -1,0 +1,228 @@
+"""The ``spread`` command line, run as users run it: ``spread demo`` end to end, and ``spread call``
+against a real twisted.spread server and a spread server, each in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+TIMEOUT = 30.0
+
+
+def spread(*args: str, timeout: float = 2 * TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m spread ARGS`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "spread", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Server:
+    """A PB server program in a child process; it says 'PORT n' or '... listening on port n'."""
+
+    def __init__(self, script: Path, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-u", str(script), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        lines: queue.Queue[bytes] = queue.Queue()
+        assert self.process.stdout is not None
+        stdout = self.process.stdout
+        threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+        try:
+            first = lines.get(timeout=TIMEOUT).decode()
+        except queue.Empty:
+            self.stop()
+            raise AssertionError(f"{script.name} did not say its port") from None
+        found = re.search(r"(?:PORT |port )(\d+)$", first.strip())
+        assert found, f"{script.name} said {first!r}"
+        self.endpoint = f"tcp:host=127.0.0.1:port={found.group(1)}"
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()  # the Twisted peer's cue to stop
+        self.process.terminate()  # the example's
+        try:
+            self.process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def twisted_server() -> Iterator[str]:
+    """The endpoint of a real twisted.spread server (tests/peers/twisted_server.py)."""
+    server = Server(ROOT / "tests" / "peers" / "twisted_server.py")
+    yield server.endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def spread_server() -> Iterator[str]:
+    """The endpoint of a spread server (examples/echo_server.py)."""
+    server = Server(ROOT / "examples" / "echo_server.py", "tcp:0:interface=127.0.0.1")
+    yield server.endpoint
+    server.stop()
+
+
+def free_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------------------------------------
+# Help
+
+
+def test_help_lists_the_commands() -> None:
+    done = spread("--help")
+    assert done.returncode == 0
+    assert "demo" in done.stdout
+    assert "call" in done.stdout
+
+
+def test_help_hides_the_demo_server_command() -> None:
+    assert "serve-demo" not in spread("--help").stdout
+
+
+def test_call_help_explains_endpoint_and_arguments() -> None:
+    done = spread("call", "--help")
+    assert done.returncode == 0
+    for words in ("ENDPOINT", "METHOD", "ARG", "JSON", "tcp:host=127.0.0.1:port=", "Exit status"):
+        assert words in done.stdout
+
+
+def test_no_command_is_a_usage_error() -> None:
+    done = spread()
+    assert done.returncode == 2
+    assert "COMMAND" in done.stderr
+
+
+def test_spread_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "spread"
+    if not script.exists():
+        pytest.skip("the spread console script is not installed in this environment")
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout.startswith("spread ")
+
+
+# ---------------------------------------------------------------------------------------------
+# spread demo
+
+
+def test_demo_shows_call_copy_and_error_then_exits_zero() -> None:
+    done = spread("demo")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert re.fullmatch(r"server: process \d+, listening on 127\.0\.0\.1 port \d+", lines[1])
+    assert [line.split() for line in lines[2:]] == [
+        line.split()
+        for line in [
+            "client: connected and got the server's root object",
+            "remote call  greet('world')  -> 'Hello, world!'",
+            "copyable  makePond(7)  -> <DemoPondCopy with 7 frogs>, copied by value",
+            "error  divide(1, 0)  -> errback with spread.cli.DemoError: cannot divide 1 by 0",
+            "server: stopped (exit code 0)",
+        ]
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# spread call against a Twisted server
+
+
+def test_call_twisted_server_with_json_argument(twisted_server: str) -> None:
+    done = spread("call", twisted_server, "echo", '{"frogs": [1, 2.5, true, null]}')
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"frogs": [1, 2.5, True, None]}
+
+
+def test_call_twisted_server_with_several_arguments(twisted_server: str) -> None:
+    done = spread("call", twisted_server, "describeCall", "1", "two", "[3]")
+    assert json.loads(done.stdout) == {"args": [1, "two", [3]], "kwargs": {}}
+
+
+def test_call_passes_a_non_json_argument_as_a_string(twisted_server: str) -> None:
+    done = spread("call", twisted_server, "describe", "hello")
+    assert json.loads(done.stdout) == {"type": "builtins.str", "repr": "'hello'"}
+
+
+def test_call_passes_keyword_arguments(twisted_server: str) -> None:
+    done = spread("call", twisted_server, "describeCall", "1", "--kwarg", "flag=true")
+    assert json.loads(done.stdout) == {"args": [1], "kwargs": {"flag": True}}
+
+
+def test_call_prints_repr_of_a_non_json_answer(twisted_server: str) -> None:
+    done = spread("call", twisted_server, "counter")
+    assert done.returncode == 0, done.stderr
+    assert "RemoteReference" in done.stdout
+
+
+def test_call_prints_remote_error_and_exits_one(twisted_server: str) -> None:
+    done = spread("call", twisted_server, "fail", "pb", "no frogs")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert "twisted_types.PeerError: no frogs" in done.stderr
+
+
+def test_call_unknown_method_exits_one(twisted_server: str) -> None:
+    done = spread("call", twisted_server, "noSuchThing")
+    assert done.returncode == 1
+    assert "noSuchThing" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# spread call against a spread server, and without one
+
+
+def test_call_spread_server(spread_server: str) -> None:
+    done = spread("call", spread_server, "echo", '[1, "two", {"three": 3}]')
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [1, "two", {"three": 3}]
+
+
+def test_call_spread_server_unknown_method_exits_one(spread_server: str) -> None:
+    done = spread("call", spread_server, "noSuchThing")
+    assert done.returncode == 1
+    assert "noSuchThing" in done.stderr
+
+
+def test_call_with_nothing_listening_exits_three() -> None:
+    done = spread("call", f"tcp:host=127.0.0.1:port={free_port()}", "echo", "1")
+    assert done.returncode == 3
+    assert "could not connect" in done.stderr
+
+
+def test_call_with_a_bad_endpoint_is_a_usage_error() -> None:
+    done = spread("call", "carrier-pigeon:coop=3", "echo")
+    assert done.returncode == 2
+    assert "ENDPOINT" in done.stderr
+
+
+def test_call_without_answer_gives_up_after_timeout(twisted_server: str) -> None:
+    done = spread("call", "--timeout", "0.5", twisted_server, "hang")
+    assert done.returncode == 3
+    assert "no answer from hang" in done.stderr

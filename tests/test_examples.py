@@ -1,0 +1,263 @@
+"""The programs in examples/ run as the docs tell readers to run them: a server in one process on
+an ephemeral port, its client in another, checked by what they print."""
+
+from __future__ import annotations
+
+import ast
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+DOCS = Path(__file__).parent.parent / "docs"
+HOWTOS = ["first-server", "references", "copyable", "errors", "async"]
+TIMEOUT = 30.0
+
+
+class Server:
+    """An example server in a child process, its stdout read line by line as it comes."""
+
+    def __init__(self, script: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-u", str(EXAMPLES / script), "tcp:0:interface=127.0.0.1"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        self.lines: list[str] = []
+        self._incoming: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        port = self.expect(r"listening on port (\d+)").group(1)
+        self.endpoint = f"tcp:host=127.0.0.1:port={port}"
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self._incoming.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self._incoming.put(None)
+
+    def expect(self, pattern: str) -> re.Match[str]:
+        """The first line matching ``pattern`` (a regex), waiting at most TIMEOUT seconds."""
+        for seen in self.lines:
+            if found := re.search(pattern, seen):
+                return found
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                line = self._incoming.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r}; got {self.lines}") from None
+            if line is None:
+                raise AssertionError(f"server ended without {pattern!r}; got {self.lines}")
+            self.lines.append(line)
+            if found := re.search(pattern, line):
+                return found
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        for stream in (self.process.stdout, self.process.stderr):
+            assert stream is not None
+            stream.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[str], Server]]:
+    """Start example servers for a test; all are stopped when it ends."""
+    servers: list[Server] = []
+
+    def start(script: str) -> Server:
+        servers.append(Server(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def run_client(script: str, *args: str) -> list[str]:
+    """Run an example client to completion; the lines it printed. It must exit 0."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")
+    return done.stdout.decode().splitlines()
+
+
+def test_echo_client_prints_the_echo(serve: Callable[[str], Server]) -> None:
+    server = serve("echo_server.py")
+    assert run_client("echo_client.py", server.endpoint) == ["echo: hello"]
+
+
+def test_echo_client_sends_the_given_text(serve: Callable[[str], Server]) -> None:
+    server = serve("echo_server.py")
+    assert run_client("echo_client.py", server.endpoint, "bonjour") == ["echo: bonjour"]
+
+
+def test_echo_server_prints_what_it_echoes(serve: Callable[[str], Server]) -> None:
+    server = serve("echo_server.py")
+    run_client("echo_client.py", server.endpoint)
+    server.expect(r"^echoing 'hello'$")
+
+
+def test_copy_sender_sends_a_pond(serve: Callable[[str], Server]) -> None:
+    receiver = serve("copy_receiver.py")
+    assert run_client("copy_sender.py", receiver.endpoint) == [
+        "7 frogs",
+        "copy_sender.CopyPond",
+        "pond arrived safe and sound",
+    ]
+
+
+def test_copy_receiver_rebuilds_the_pond(serve: Callable[[str], Server]) -> None:
+    receiver = serve("copy_receiver.py")
+    run_client("copy_sender.py", receiver.endpoint)
+    receiver.expect(r"^got pond: ReceiverPond, green$")
+    receiver.expect(r"^7 frogs$")
+
+
+def test_copy2_sender_sends_a_reduced_pond(serve: Callable[[str], Server]) -> None:
+    receiver = serve("copy2_receiver.py")
+    assert run_client("copy2_sender.py", receiver.endpoint) == [
+        "count 7",
+        "pond arrived safe and sound",
+    ]
+
+
+def test_copy2_receiver_counts_from_the_reduced_state(serve: Callable[[str], Server]) -> None:
+    receiver = serve("copy2_receiver.py")
+    run_client("copy2_sender.py", receiver.endpoint)
+    receiver.expect(r"^got pond: ReceiverPond$")
+    receiver.expect(r"^count 7$")
+
+
+def test_references_client_uses_and_passes_references(serve: Callable[[str], Server]) -> None:
+    board = serve("references_server.py")
+    assert run_client("references_client.py", board.endpoint) == [
+        "apples: 3",
+        "apples: 5",
+        "heard: hello, board",
+        "heard by 1 listener(s)",
+    ]
+
+
+def test_references_server_drops_listener_on_disconnect(serve: Callable[[str], Server]) -> None:
+    board = serve("references_server.py")
+    run_client("references_client.py", board.endpoint)
+    board.expect(r"^listeners: 1$")
+    board.expect(r"^listeners: 0$")
+
+
+def test_async_client_awaits_calls(serve: Callable[[str], Server]) -> None:
+    kitchen = serve("async_server.py")
+    lines = run_client("async_client.py", kitchen.endpoint)
+    assert lines[0] == "salad is ready"
+    assert sorted(lines[1:4]) == [
+        "served: bread is ready",
+        "served: salad is ready",
+        "served: soup is ready",
+    ]
+    assert lines[4:] == [
+        "all served",
+        "kitchen says: no stone soup today; try one of ['bread', 'salad', 'soup']",
+    ]
+
+
+def test_bank_client_handles_each_failure(serve: Callable[[str], Server]) -> None:
+    bank = serve("bank_server.py")
+    lines = run_client("bank_client.py", bank.endpoint)
+    assert lines[:6] == [
+        "balance after withdrawing 30: 70",
+        "refused: balance is 70, asked for 500",
+        "the server failed: division by zero",
+        "the server would not accept that object",
+        "awaited: bank.InsufficientFunds: balance is 70, asked for 500",
+        "still connected, balance 70",
+    ]
+    assert lines[6:] == [
+        "pending call: PBConnectionLost",
+        "disconnected",
+        "call after disconnect: DeadReferenceError",
+    ]
+
+
+def test_copy_sender_is_refused_by_a_receiver_that_did_not_register(
+    serve: Callable[[str], Server],
+) -> None:
+    receiver = serve("copy2_receiver.py")  # registers copy2 classes, not copy_sender.CopyPond
+    lines = run_client("copy_sender.py", receiver.endpoint)
+    assert lines[:2] == ["7 frogs", "copy_sender.CopyPond"]
+    assert lines[2].startswith("error during takePond: twisted.spread.jelly.InsecureJelly: ")
+    assert "copy_sender.CopyPond" in lines[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# The how-tos show code only by including these examples; every inclusion must still resolve.
+
+INCLUDE = re.compile(r"```\{literalinclude\} (?P<path>\S+)\n(?P<options>(?::.*\n)*)```")
+
+
+def literal_includes(page: str) -> list[tuple[Path, dict[str, str]]]:
+    text = (DOCS / f"howto-{page}.md").read_text()
+    found = []
+    for match in INCLUDE.finditer(text):
+        options = dict(
+            line[1:].split(": ", 1) for line in match.group("options").splitlines() if line
+        )
+        found.append(((DOCS / match.group("path")).resolve(), options))
+    return found
+
+
+def python_objects(source: str) -> set[str]:
+    """Dotted names of the classes and functions in a module: "Board", "Board.unsubscribe"..."""
+    names: set[str] = set()
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(prefix + child.name)
+                visit(child, prefix + child.name + ".")
+
+    visit(ast.parse(source), "")
+    return names
+
+
+@pytest.mark.parametrize("page", HOWTOS)
+def test_howto_shows_code_from_examples(page: str) -> None:
+    includes = literal_includes(page)
+    assert includes, f"howto-{page}.md includes no example"
+    for path, _options in includes:
+        assert path.parent == EXAMPLES.resolve(), f"{path} is not in examples/"
+        assert path.is_file(), f"{path} does not exist"
+
+
+@pytest.mark.parametrize("page", HOWTOS)
+def test_howto_includes_resolve(page: str) -> None:
+    for path, options in literal_includes(page):
+        source = path.read_text()
+        if "pyobject" in options:
+            assert options["pyobject"] in python_objects(source), f"{path.name}: {options}"
+        for marker in ("start-after", "end-before"):
+            if marker in options:
+                assert source.count(options[marker]) == 1, f"{path.name}: {marker} {options}"
+
+
+@pytest.mark.parametrize("page", HOWTOS)
+def test_howto_has_no_free_floating_python(page: str) -> None:
+    assert "```python" not in (DOCS / f"howto-{page}.md").read_text()
