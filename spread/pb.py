@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer  # type: ignore[import-untyped]
 
 from spread._broker import MAX_BROKER_REFS, Local
+from spread._credentials import IUsernameMD5Password, challenge, respond
 from spread._errors import DeadReferenceError, Error, PBConnectionLost, ProtocolError, RemoteError
 from spread._failures import CopiedFailure, CopyableFailure, failure2Copyable
 from spread._protocol import Broker
@@ -215,15 +216,6 @@ class PBServerFactory(protocol.ServerFactory):
         """Nothing to do when a connection is ready (kept for Twisted compatibility)."""
 
 
-def __getattr__(name: str) -> Any:
-    # Login helpers live in spread._login; import it only when asked for.
-    if name in ("respond", "challenge", "IUsernameMD5Password"):
-        from spread import _login
-
-        return getattr(_login, name)
-    raise AttributeError(f"module 'spread.pb' has no attribute {name!r}")
-
-
 __all__ = [
     "MAX_BROKER_REFS",
     "AsReferenceable",
@@ -236,10 +228,10 @@ __all__ = [
     "DeadReferenceError",
     "Error",
     "IJellyable",
-    "IUsernameMD5Password",
     "IPBRoot",
     "IPerspective",
     "IUnjellyable",
+    "IUsernameMD5Password",
     "Jellyable",
     "Local",
     "NoSuchMethod",
