@@ -3,93 +3,10 @@ a server and clients in their own processes, checked by what they print."""
 
 from __future__ import annotations
 
-import os
-import queue
-import re
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-EXAMPLES = Path(__file__).parent.parent / "examples"
-TIMEOUT = 30.0
-
-
-class Program:
-    """An example program in a child process, its stdout read line by line as it comes."""
-
-    def __init__(self, script: str, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-u", str(EXAMPLES / script), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        self.lines: list[str] = []
-        self._incoming: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            self._incoming.put(raw.decode("utf-8", "replace").rstrip("\n"))
-        self._incoming.put(None)
-
-    def expect(self, pattern: str) -> re.Match[str]:
-        """Wait for a line matching ``pattern`` (a regex, searched), at most TIMEOUT seconds."""
-        deadline = time.monotonic() + TIMEOUT
-        for seen in self.lines:
-            found = re.search(pattern, seen)
-            if found:
-                return found
-        while True:
-            try:
-                line = self._incoming.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r}; got {self.lines}") from None
-            if line is None:
-                raise AssertionError(
-                    f"program ended without {pattern!r}; got {self.lines}, "
-                    f"stderr {self.stderr()!r}"
-                )
-            self.lines.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-
-    def type(self, text: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(text.encode() + b"\n")
-        self.process.stdin.flush()
-
-    def end_input(self) -> int:
-        """Close stdin (Ctrl-D) and return the exit code."""
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        return self.process.wait(TIMEOUT)
-
-    def stderr(self) -> str:
-        if self.process.poll() is None:
-            return "(still running)"
-        assert self.process.stderr is not None
-        return self.process.stderr.read().decode("utf-8", "replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(TIMEOUT)
-        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+from support import TIMEOUT, Program
 
 
 @pytest.fixture

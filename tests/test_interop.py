@@ -14,30 +14,25 @@ Peers shared by many tests live for the module; tests that kill their peer get t
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 from collections.abc import AsyncIterator
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, endpoints, error, protocol, reactor, task
+from support import PEERS, TIMEOUT, PeerProcess
+from twisted.internet import defer, endpoints, reactor, task
 from twisted.python.failure import Failure
 
 from spread import pb
 from spread.jelly import InsecureJelly
 
-PEERS = Path(__file__).parent / "peers"
 sys.path.insert(0, str(PEERS))
-import spread_types  # noqa: E402  (lives beside the peers so its wire name is fixed)
+import spread_types
 
 pytestmark = pytest.mark.interop
-
-TIMEOUT = 30.0
 
 BASIC_VALUES: dict[str, object] = {
     "str": "héllo, ☃",
@@ -74,82 +69,6 @@ basic_values = pytest.mark.parametrize(
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-class PeerProcess(protocol.ProcessProtocol):
-    """A Twisted PB program in a child process; its stdout read line by line."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.stderr = b""
-        self._partial = b""
-        self._line_waiters: list[tuple[str, defer.Deferred[str]]] = []
-        self._end_waiters: list[defer.Deferred[None]] = []
-        self.has_ended = False
-
-    @classmethod
-    def spawn(cls, script: str, *args: str) -> PeerProcess:
-        peer = cls()
-        argv = [sys.executable, "-u", str(PEERS / script), *args]
-        reactor.spawnProcess(peer, sys.executable, argv, env=dict(os.environ))
-        return peer
-
-    def outReceived(self, data: bytes) -> None:
-        *complete, self._partial = (self._partial + data).split(b"\n")
-        self.lines.extend(raw.decode() for raw in complete)
-        for prefix, waiter in list(self._line_waiters):
-            found = self._find(prefix)
-            if found is not None:
-                self._line_waiters.remove((prefix, waiter))
-                waiter.callback(found)
-
-    def errReceived(self, data: bytes) -> None:
-        self.stderr += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.has_ended = True
-        for end_waiter in self._end_waiters:
-            end_waiter.callback(None)
-        for _prefix, waiter in self._line_waiters:
-            waiter.errback(AssertionError(f"peer ended; it said {self.lines} {self.stderr!r}"))
-        self._end_waiters.clear()
-        self._line_waiters.clear()
-
-    def _find(self, prefix: str) -> str | None:
-        return next((line for line in self.lines if line.startswith(prefix)), None)
-
-    async def line(self, prefix: str) -> str:
-        """The first line starting with ``prefix``, waiting for it if need be."""
-        found = self._find(prefix)
-        if found is not None:
-            return found
-        waiter: defer.Deferred[str] = defer.Deferred()
-        self._line_waiters.append((prefix, waiter))
-        try:
-            return await waiter.addTimeout(TIMEOUT, reactor)
-        except defer.TimeoutError:
-            raise AssertionError(f"no {prefix!r} line: {self.lines} {self.stderr!r}") from None
-
-    async def ended(self) -> None:
-        if not self.has_ended:
-            waiter: defer.Deferred[None] = defer.Deferred()
-            self._end_waiters.append(waiter)
-            await waiter.addTimeout(TIMEOUT, reactor)
-
-    def kill(self) -> None:
-        with contextlib.suppress(error.ProcessExitedAlready):
-            self.transport.signalProcess("KILL")
-
-    async def finish(self) -> None:
-        """Close the peer's stdin (its cue to stop); kill it if it lingers."""
-        if self.has_ended:
-            return
-        self.transport.closeStdin()
-        try:
-            await self.ended()
-        except defer.TimeoutError:
-            self.kill()
-            await self.ended()
 
 
 async def call(ref: Any, method: str, *args: object, **kwargs: object) -> Any:

@@ -3,18 +3,15 @@ a spread client against a Twisted login server, and a Twisted client against a s
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import os
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
+from support import TIMEOUT, PeerProcess
 from twisted.cred import checkers, credentials, portal
-from twisted.internet import defer, endpoints, error, protocol, reactor, task
+from twisted.internet import defer, endpoints, error, reactor, task
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.spread import banana as twisted_banana
@@ -25,89 +22,6 @@ from spread import pb
 
 pytestmark = pytest.mark.interop
 
-TIMEOUT = 30.0
-PEERS = Path(__file__).parent / "peers"
-
-
-class Peer(protocol.ProcessProtocol):
-    """A Twisted PB program in a child process, read line by line."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.stderr = b""
-        self._partial = b""
-        self._waiters: list[tuple[str, defer.Deferred[str]]] = []
-        self.has_ended = False
-        self.exit_code: int | None = None
-        self._end_waiters: list[defer.Deferred[int | None]] = []
-
-    @classmethod
-    def spawn(cls, script: str, *args: str) -> Peer:
-        peer = cls()
-        argv = [sys.executable, "-u", str(PEERS / script), *args]
-        reactor.spawnProcess(peer, sys.executable, argv, env=dict(os.environ))
-        return peer
-
-    def outReceived(self, data: bytes) -> None:
-        *complete, self._partial = (self._partial + data).split(b"\n")
-        for raw in complete:
-            self.lines.append(raw.decode())
-        self._wake()
-
-    def errReceived(self, data: bytes) -> None:
-        self.stderr += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.has_ended = True
-        self.exit_code = getattr(reason.value, "exitCode", None)
-        for end_waiter in self._end_waiters:
-            end_waiter.callback(self.exit_code)
-        self._end_waiters.clear()
-        for _prefix, waiter in self._waiters:
-            waiter.errback(AssertionError(f"peer ended first; it said {self.lines}"))
-        self._waiters.clear()
-
-    def _wake(self) -> None:
-        for prefix, waiter in list(self._waiters):
-            found = self._find(prefix)
-            if found is not None:
-                self._waiters.remove((prefix, waiter))
-                waiter.callback(found)
-
-    def _find(self, prefix: str) -> str | None:
-        return next((line for line in self.lines if line.startswith(prefix)), None)
-
-    async def line(self, prefix: str) -> str:
-        """The first line starting with ``prefix``, waiting for it if need be."""
-        found = self._find(prefix)
-        if found is not None:
-            return found
-        waiter: defer.Deferred[str] = defer.Deferred()
-        self._waiters.append((prefix, waiter))
-        try:
-            return await waiter.addTimeout(TIMEOUT, reactor)
-        except defer.TimeoutError:
-            raise AssertionError(
-                f"no line starting {prefix!r}; got {self.lines}, stderr {self.stderr!r}"
-            ) from None
-
-    async def finish(self) -> int | None:
-        """Close the peer's stdin (its cue to stop), kill it if it lingers; its exit code."""
-        if not self.has_ended:
-            self.transport.closeStdin()
-        try:
-            return await self._ended()
-        except defer.TimeoutError:
-            with contextlib.suppress(error.ProcessExitedAlready):
-                self.transport.signalProcess("KILL")
-            return await self._ended()
-
-    async def _ended(self) -> int | None:
-        if self.has_ended:
-            return self.exit_code
-        waiter: defer.Deferred[int | None] = defer.Deferred()
-        self._end_waiters.append(waiter)
-        return await waiter.addTimeout(TIMEOUT, reactor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,8 +34,8 @@ class Mind(pb.Referenceable):
 
 
 @pytest_twisted.async_yield_fixture
-async def twisted_server() -> AsyncIterator[tuple[Peer, str]]:
-    peer = Peer.spawn("twisted_login_server.py")
+async def twisted_server() -> AsyncIterator[tuple[PeerProcess, str]]:
+    peer = PeerProcess.spawn("twisted_login_server.py")
     try:
         port = (await peer.line("PORT ")).split()[1]
         yield peer, f"tcp:127.0.0.1:{port}"
@@ -158,7 +72,7 @@ class Client:
 
 
 @pytest_twisted.async_yield_fixture
-async def client_of_twisted(twisted_server: tuple[Peer, str]) -> AsyncIterator[Client]:
+async def client_of_twisted(twisted_server: tuple[PeerProcess, str]) -> AsyncIterator[Client]:
     client = await Client(twisted_server[1]).connect()
     yield client
     await client.close()
@@ -195,7 +109,7 @@ async def test_twisted_server_refuses_wrong_password(client_of_twisted: Client) 
 
 @pytest_twisted.ensureDeferred
 async def test_twisted_server_refusal_creates_no_avatar(
-    twisted_server: tuple[Peer, str], client_of_twisted: Client
+    twisted_server: tuple[PeerProcess, str], client_of_twisted: Client
 ) -> None:
     await client_of_twisted.login(credentials.UsernamePassword(b"alice", b"guess"))
     await client_of_twisted.login(credentials.UsernamePassword(b"bob", b"hunter2"))
@@ -212,7 +126,7 @@ async def test_twisted_server_accepts_anonymous_spread_client(client_of_twisted:
 
 @pytest_twisted.ensureDeferred
 async def test_twisted_server_logs_out_spread_client_on_disconnect(
-    twisted_server: tuple[Peer, str], client_of_twisted: Client
+    twisted_server: tuple[PeerProcess, str], client_of_twisted: Client
 ) -> None:
     peer, _ = twisted_server
     avatar = await client_of_twisted.login(alice(), mind=Mind())
@@ -224,7 +138,7 @@ async def test_twisted_server_logs_out_spread_client_on_disconnect(
 
 @pytest_twisted.ensureDeferred
 async def test_twisted_server_logs_out_spread_client_that_drops_its_avatar(
-    twisted_server: tuple[Peer, str], client_of_twisted: Client
+    twisted_server: tuple[PeerProcess, str], client_of_twisted: Client
 ) -> None:
     peer, _ = twisted_server
     avatar = await client_of_twisted.login(alice())
@@ -290,7 +204,7 @@ async def spread_server(realm: Realm) -> AsyncIterator[str]:
 
 async def run_twisted_client(port: str, *logins: str) -> list[str]:
     """Run the Twisted client to completion; the lines it printed."""
-    peer = Peer.spawn("twisted_login_client.py", port, *logins)
+    peer = PeerProcess.spawn("twisted_login_client.py", port, *logins)
     await peer.line("DONE")
     exit_code = await peer.finish()
     assert exit_code == 0, peer.stderr.decode()
