@@ -18,7 +18,7 @@ import pytest
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 DOCS = Path(__file__).parent.parent / "docs"
-HOWTOS = ["first-server", "references", "copyable", "errors", "async"]
+HOWTOS = ["first-server", "references", "copyable", "cacheable", "errors", "async", "auth"]
 TIMEOUT = 30.0
 
 
