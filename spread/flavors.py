@@ -30,6 +30,7 @@ from spread.jelly import (
     setUnjellyableForClassTree,
     unjellyableRegistry,
 )
+from spread.styles import Versioned, VersionError, upgradeState, versionedState
 
 # Names Twisted code imports from here.
 setCopierForClass = setUnjellyableForClass
@@ -186,7 +187,7 @@ class Copyable(Serializable):
             return getInstanceState(self, jellier)
         perspective = jellier.invoker.serializingPerspective
         type_name = self.getTypeToCopyFor(perspective)
-        state = self.getStateToCopyFor(perspective)
+        state = _withVersions(self, self.getStateToCopyFor(perspective), type_name)
         sexp = jellier.prepare(self)
         sexp.extend([type_name, jellier.jelly(state)])
         return jellier.preserve(self, sexp)
@@ -223,6 +224,7 @@ class Cacheable(Copyable):
         # If anything below raises, the broker undoes this registration.
         type_name = self.getTypeToCopyFor(perspective)
         state = self.getStateToCacheAndObserveFor(perspective, observer)
+        state = _withVersions(self, state, type_name)
         sexp = jellier.prepare(self)
         sexp.extend([type_name, luid, jellier.jelly(state)])
         return jellier.preserve(self, sexp)
@@ -252,8 +254,34 @@ class RemoteCopy(Unjellyable):
             return setInstanceState(self, unjellier, jellyList)
         if len(jellyList) != 2:
             raise InsecureJelly(f"malformed copy of {jellyList[0]!r}: expected [type, state]")
-        self.setCopyableState(unjellier.unjelly(jellyList[1]))
+        self.setCopyableState(_upgraded(self, unjellier.unjelly(jellyList[1]), jellyList[0]))
         return self
+
+
+def _withVersions(sender: object, state: Any, typeName: Any) -> Any:
+    """A ``Versioned`` sender's dict state, stamped with its class versions for the receiver."""
+    if isinstance(sender, Versioned) and isinstance(state, dict):
+        return versionedState(sender, state, _text(typeName))
+    return state
+
+
+def _upgraded(receiver: object, state: Any, typeName: Any) -> Any:
+    """Received dict state brought up to a ``Versioned`` receiver's versions.
+
+    A sender that stamps no version (a Twisted peer, an unversioned class) is at
+    version 0. State from newer code cannot be downgraded: it is refused, and the
+    refusal reaches the sender as the failure of its call.
+    """
+    if not (isinstance(receiver, Versioned) and isinstance(state, dict)):
+        return state
+    try:
+        return upgradeState(type(receiver), state, _text(typeName))
+    except VersionError as error:
+        raise InsecureJelly(f"refused a copy: {error}") from None
+
+
+def _text(name: Any) -> str:
+    return name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else str(name)
 
 
 class RemoteCache(RemoteCopy, Serializable):
@@ -296,7 +324,7 @@ class RemoteCache(RemoteCopy, Serializable):
         self.__init__()  # type: ignore[misc]
         self.broker, self.luid = broker, luid
         broker.cacheLocally(luid, self)
-        self.setCopyableState(unjellier.unjelly(jellyList[2]))
+        self.setCopyableState(_upgraded(self, unjellier.unjelly(jellyList[2]), jellyList[0]))
         # setCopyableState may have replaced __dict__: track the final one.
         self.broker, self.luid = broker, luid
         broker.cacheLocally(luid, self)
