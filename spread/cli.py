@@ -2,7 +2,8 @@
 
 ``spread demo`` starts a PB server in a child process and a client in this one, and shows a
 remote call, an object copied by value and a remote error. ``spread call`` calls one method on
-the root object of any PB server, spread's or Twisted's, and prints the answer.
+the root object of any PB server, spread's or Twisted's, and prints the answer. ``spread serve``
+publishes an object from any module as a PB server's root.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_CONNECT = 3
 DEFAULT_TIMEOUT = 30.0
 DEMO_SERVER_ENDPOINT = "tcp:0:interface=127.0.0.1"
+DEFAULT_LISTEN = "tcp:8789"
 
 CALL_EPILOG = """\
 ENDPOINT is a Twisted client endpoint string, for instance tcp:host=127.0.0.1:port=8789,
@@ -45,8 +47,23 @@ example:
   spread call tcp:host=127.0.0.1:port=8789 echo '{"frogs": 7}'
 """
 
+SERVE_EPILOG = """\
+MODULE:OBJECT names a pb.Root instance (or any IPBRoot, or a twisted.cred Portal for a server
+with login), or a class or function that returns one when called with no arguments; the current
+directory is searched first. ENDPOINT is a Twisted server endpoint string, for instance
+tcp:8789, tcp:0:interface=127.0.0.1 (any free port, local connections only),
+ssl:8789:privateKey=key.pem:certKey=cert.pem or unix:/tmp/pb.sock.
+
+It prints the port it listens on, then a line when each client connects and leaves, and
+serves until stopped (Ctrl-C). Exit status: 0 stopped, 2 bad command line or nothing to serve.
+
+example:
+  spread serve myservice:Echoer --listen tcp:8789
+"""
+
 MAIN_EPILOG = """examples:
   spread demo
+  spread serve myservice:Echoer --listen tcp:8789
   spread call tcp:host=127.0.0.1:port=8789 echo hello
 
 Run "spread COMMAND --help" for the details of a command.
@@ -66,8 +83,11 @@ def _failed_with(failure: Failure, kind: type[BaseException]) -> bool:
 # Running a coroutine on the reactor
 
 
-def _run(job: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
-    """Run ``job(reactor)`` to completion on the global reactor; its exit status."""
+def _run(
+    job: Callable[[Any], Coroutine[Any, Any, int]], interrupted: int = EXIT_REMOTE_ERROR
+) -> int:
+    """Run ``job(reactor)`` to completion on the global reactor; its exit status, or
+    ``interrupted`` if something else (Ctrl-C, SIGTERM) stopped the reactor first."""
     from twisted.internet import reactor as installed
 
     reactor = cast(Any, installed)
@@ -85,7 +105,7 @@ def _run(job: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
 
     reactor.callWhenRunning(start)
     reactor.run()
-    return outcome[0] if outcome else EXIT_REMOTE_ERROR
+    return outcome[0] if outcome else interrupted
 
 
 async def _connect(reactor: Any, description: str, timeout: float) -> tuple[Any, Any]:
@@ -396,9 +416,25 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_TIMEOUT:g})",
     )
 
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve an object from a module as the root of a PB server",
+        description="Import OBJECT from MODULE and serve it as the root object of a PB server "
+        "listening at ENDPOINT.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve_parser.add_argument("spec", metavar="MODULE:OBJECT", help="what to serve")
+    serve_parser.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="ENDPOINT",
+        help=f"where to listen, a Twisted server endpoint string (default {DEFAULT_LISTEN})",
+    )
+
     # Not listed in --help: the server process that `spread demo` starts.
-    serve_parser = commands.add_parser("serve-demo")
-    serve_parser.add_argument("endpoint", nargs="?", default=DEMO_SERVER_ENDPOINT)
+    demo_server_parser = commands.add_parser("serve-demo")
+    demo_server_parser.add_argument("endpoint", nargs="?", default=DEMO_SERVER_ENDPOINT)
     return parser
 
 
@@ -408,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
     if options.command == "demo":
         return _run(lambda reactor: demo(reactor, options.timeout))
+    if options.command == "serve":
+        return _serve(parser, options.spec, options.listen)
     if options.command == "serve-demo":
         _allow_demo_copies()
         return _run(lambda reactor: serve_demo(reactor, options.endpoint))
@@ -423,3 +461,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             reactor, options.endpoint, options.method, options.args, kwargs, options.timeout
         )
     )
+
+
+def _serve(parser: argparse.ArgumentParser, spec: str, description: str) -> int:
+    from spread._serve import ServeError, load_root, serve
+
+    try:
+        root = load_root(spec)  # fail before starting the reactor, with a usage error
+    except ServeError as problem:
+        parser.error(str(problem))
+    return _run(lambda reactor: serve(reactor, root, spec, description), interrupted=EXIT_OK)

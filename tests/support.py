@@ -28,14 +28,22 @@ class Program:
     ``script`` is a path, or a file name under examples/.
     """
 
-    def __init__(self, script: str | Path, *args: str, env: dict[str, str] | None = None) -> None:
-        path = EXAMPLES / script if isinstance(script, str) else script
+    def __init__(
+        self, script: str | Path, *args: str, cwd: Path | None = None, module: bool = False
+    ) -> None:
+        """Run ``script`` (``python -m script`` if ``module``) with ``args`` in ``cwd``."""
+        if module:
+            argv = [sys.executable, "-u", "-m", str(script), *args]
+        else:
+            path = EXAMPLES / script if isinstance(script, str) else script
+            argv = [sys.executable, "-u", str(path), *args]
         self.process = subprocess.Popen(
-            [sys.executable, "-u", str(path), *args],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+            cwd=cwd,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
         self.lines: list[str] = []
         self._incoming: queue.Queue[str | None] = queue.Queue()

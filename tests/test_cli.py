@@ -11,10 +11,11 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support import Program
 
 ROOT = Path(__file__).parent.parent
 TIMEOUT = 30.0
@@ -226,3 +227,97 @@ def test_call_without_answer_gives_up_after_timeout(twisted_server: str) -> None
     done = spread("call", "--timeout", "0.5", twisted_server, "hang")
     assert done.returncode == 3
     assert "no answer from hang" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# spread serve
+
+SERVICE = '''
+from spread import pb
+
+
+class Echoer(pb.Root):
+    def remote_echo(self, value):
+        return value
+
+
+def make_root():
+    return Echoer()
+
+
+instance = Echoer()
+not_a_root = 42
+'''
+
+
+@pytest.fixture
+def service_dir(tmp_path: Path) -> Path:
+    (tmp_path / "myservice.py").write_text(SERVICE)
+    return tmp_path
+
+
+@pytest.fixture
+def served(service_dir: Path) -> Iterator[Callable[[str], tuple[Program, str]]]:
+    """Start ``spread serve SPEC`` on a free port in the service's directory."""
+    started: list[Program] = []
+
+    def start(spec: str) -> tuple[Program, str]:
+        program = Program(
+            "spread", "serve", spec, "--listen", "tcp:0:interface=127.0.0.1",
+            cwd=service_dir, module=True,
+        )
+        started.append(program)
+        return program, f"tcp:host=127.0.0.1:port={program.port()}"
+
+    yield start
+    for program in started:
+        program.stop()
+
+
+@pytest.mark.parametrize("spec", ["myservice:Echoer", "myservice:make_root", "myservice:instance"])
+def test_serve_serves_a_class_a_factory_or_an_instance(
+    served: Callable[[str], tuple[Program, str]], spec: str
+) -> None:
+    _server, endpoint = served(spec)
+    answer = spread("call", endpoint, "echo", '{"a": 1}')
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout) == {"a": 1}
+
+
+def test_serve_says_where_it_listens(served: Callable[[str], tuple[Program, str]]) -> None:
+    server, _endpoint = served("myservice:Echoer")
+    server.expect(r"^serving myservice:Echoer on tcp:0:interface=127\.0\.0\.1: listening on port")
+
+
+def test_serve_logs_each_connection_and_its_end(
+    served: Callable[[str], tuple[Program, str]],
+) -> None:
+    server, endpoint = served("myservice:Echoer")
+    assert spread("call", endpoint, "echo", "1").returncode == 0
+    peer = server.expect(r"^connection from (127\.0\.0\.1:\d+)$").group(1)
+    server.expect(f"^connection from {re.escape(peer)} closed$")
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("myservice", "expected MODULE:OBJECT"),
+        ("nosuchmodule:root", "cannot import 'nosuchmodule'"),
+        ("myservice:missing", "myservice has no 'missing'"),
+        ("myservice:not_a_root", "cannot be a PB root"),
+    ],
+)
+def test_serve_refuses_what_it_cannot_serve(service_dir: Path, spec: str, says: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "spread", "serve", spec], cwd=service_dir,
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert done.returncode == 2
+    assert says in done.stderr
+
+
+def test_serve_help_explains_the_arguments() -> None:
+    done = spread("serve", "--help")
+    assert done.returncode == 0
+    assert "MODULE:OBJECT" in done.stdout
+    assert "--listen ENDPOINT" in done.stdout
