@@ -62,3 +62,31 @@ def test_docs_build_without_warnings(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=600,
     )
     assert build.returncode == 0, build.stderr
+
+
+def test_readme_example_is_examples_hello() -> None:
+    readme = (ROOT / "README.md").read_text()
+    [shown] = [body for kind, body in fences(ROOT / "README.md") if kind == "python"]
+    source = (ROOT / "examples" / "hello.py").read_text()
+    assert shown.strip() == source.split('"""', 2)[2].strip()
+    assert "It prints `hello, world`." in readme
+
+
+def test_readme_example_prints_what_the_readme_says() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "hello.py")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "hello, world\n"
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    commands = [line.strip() for line in (ROOT / "README.md").read_text().splitlines()[:10]
+                if line.startswith("    ")]
+    assert commands == [
+        "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/spread demo",
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]'"
+        " && .venv/bin/python -m pytest -q",
+    ]
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()
