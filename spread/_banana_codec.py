@@ -43,6 +43,14 @@ recurses too; a value too deep for the caller's remaining stack raises
 ``BananaError`` before reaching this limit.
 """
 
+MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
+"""Bytes one top-level expression may take on the wire before the decoder refuses it.
+
+``SIZE_LIMIT`` bounds each string and list on its own, not their sum: without this a peer could
+send a list of 640K strings of 640K bytes each. Counted from the end of the last complete
+top-level list; 16 MiB leaves room for megabyte arguments.
+"""
+
 INT_MAX: Final = 2**31 - 1
 """Above this, non-negative ints travel as "large int" (0x85) rather than int (0x81)."""
 
@@ -291,8 +299,8 @@ class Decoder:
     """
 
     __slots__ = (
-        "_failure", "_needed", "_open", "_tail",
-        "max_depth", "prefix_limit", "size_limit", "vocabulary",
+        "_failure", "_needed", "_open", "_partial", "_tail",
+        "max_depth", "max_message_size", "prefix_limit", "size_limit", "vocabulary",
     )  # fmt: skip
 
     def __init__(
@@ -302,11 +310,14 @@ class Decoder:
         size_limit: int = SIZE_LIMIT,
         prefix_limit: int = PREFIX_LIMIT,
         max_depth: int = MAX_DEPTH,
+        max_message_size: int = MAX_MESSAGE_SIZE,
     ) -> None:
         self.vocabulary = vocabulary
         self.size_limit = size_limit
         self.prefix_limit = prefix_limit
         self.max_depth = max_depth
+        self.max_message_size = max_message_size
+        self._partial = 0  # bytes of the incomplete expression already decoded (before _tail)
         # Open lists, outermost first, as (list, elements still to come). Slot 0 is the
         # top level: each feed() puts its own result list there.
         self._open: list[tuple[list[object], int]] = [([], -1)]
@@ -369,6 +380,8 @@ class Decoder:
         stack = self._open
         stack[0] = (out, wanted)
         items, remaining = stack.pop()  # the innermost open list and how many it still needs
+        last_done = -1  # where the last top-level list completed in ``buf``
+        max_size = self.max_message_size
         while pos < end:
             count = buf[pos]
             kind = buf[pos + 1]
@@ -437,12 +450,33 @@ class Decoder:
                     items, remaining = stack.pop()
                     items.append(done)
                     remaining -= 1
+                if items is out:  # a whole message: was it within bounds?
+                    if pos - (last_done if last_done >= 0 else -self._partial) > max_size:
+                        raise BananaError(self._too_big(max_size))
+                    last_done = pos
                 if not remaining:  # the top level itself: ``wanted`` expressions decoded
                     break
         stack.append((items, remaining))
         self._tail = bytearray(buf[pos:end])
         self._needed = needed - pos
+        self._checkMessageSize(pos, last_done)
         return out
+
+    def _checkMessageSize(self, pos: int, last_done: int) -> None:
+        """Refuse an incomplete expression that has grown past ``max_message_size``."""
+        if len(self._open) == 1 and not self._tail:
+            self._partial = 0
+            return
+        self._partial = pos - last_done if last_done >= 0 else self._partial + pos
+        if self._partial + len(self._tail) > self.max_message_size:
+            raise BananaError(self._too_big(self.max_message_size))
+
+    def _too_big(self, limit: int) -> str:
+        return (
+            f"a message of more than {limit} bytes; refused (the limit is"
+            " Decoder(max_message_size=...), Banana.maxMessageSize, or Limits.maxMessageSize"
+            " on a PB factory)"
+        )
 
     def _long_header(self, buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
         """Parse a header of 0 or 2+ digits at ``pos``: (type byte, value, next position).

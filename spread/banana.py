@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from spread import _banana_codec as _codec
 from spread._banana_codec import (
     MAX_DEPTH,
+    MAX_MESSAGE_SIZE,
     PB_VOCABULARY,
     PB_VOCABULARY_BY_NUMBER,
     PREFIX_LIMIT,
@@ -45,7 +46,8 @@ from spread._banana_codec import (
 )
 
 __all__ = [
-    "FLOAT", "HIGH_BIT_SET", "INT", "LIST", "LONGINT", "LONGNEG", "MAX_DEPTH", "NEG",
+    "FLOAT", "HIGH_BIT_SET", "INT", "LIST", "LONGINT", "LONGNEG", "MAX_DEPTH", "MAX_MESSAGE_SIZE",
+    "NEG",
     "PB_VOCABULARY", "PB_VOCABULARY_BY_NUMBER", "PREFIX_LIMIT", "SIZE_LIMIT", "STRING", "VOCAB",
     "Banana", "BananaError", "Decoder", "Encoder", "b1282int", "connectionDone", "decode",
     "encode", "int2b128", "setPrefixLimit",
@@ -111,6 +113,7 @@ class Banana(protocol.Protocol):
     sizeLimit: int = SIZE_LIMIT
     prefixLimit: int = PREFIX_LIMIT
     maxDepth: int = MAX_DEPTH
+    maxMessageSize: int = MAX_MESSAGE_SIZE
 
     outgoingVocabulary: ClassVar[Mapping[bytes, int]] = PB_VOCABULARY
     incomingVocabulary: ClassVar[Mapping[int, bytes]] = PB_VOCABULARY_BY_NUMBER
@@ -166,6 +169,7 @@ class Banana(protocol.Protocol):
         decoder.size_limit = self.sizeLimit
         decoder.prefix_limit = self.prefixLimit
         decoder.max_depth = self.maxDepth
+        decoder.max_message_size = self.maxMessageSize
         try:
             if self.currentDialect is None:
                 # The first expression picks the dialect, which may change how the

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from spread._banana_codec import MAX_DEPTH, SIZE_LIMIT
+from spread._banana_codec import MAX_DEPTH, MAX_MESSAGE_SIZE, SIZE_LIMIT
 from spread._broker import MAX_BROKER_REFS
 
 __all__ = [
@@ -28,13 +28,6 @@ __all__ = [
     "SIZE_LIMIT",
     "Limits",
 ]
-
-MAX_MESSAGE_SIZE = 16 * 1024 * 1024
-"""Bytes one top-level message may take on the wire.
-
-Banana's own limit bounds each string and list, not their sum: without this a peer could send
-a list of 640K strings of 640K bytes each. 16 MiB leaves room for megabyte arguments.
-"""
 
 MAX_PENDING_CALLS = 1000
 """Calls from one peer that may be running at once before new ones are refused.

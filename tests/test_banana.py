@@ -786,3 +786,60 @@ def test_is_client_defaults_to_true() -> None:
 def test_arbitrary_bytes_on_a_connection_never_raise(data: bytes) -> None:
     server, _, _, _ = connected_pair()
     server.dataReceived(data)
+
+
+# -- the total size of one message ------------------------------------------------------------
+
+
+def message_of(size: int) -> bytes:
+    """One top-level list of byte strings whose encoding is exactly ``size`` bytes (>= 10)."""
+    body = size - 2 - 3  # list header, then one string with a three-byte header
+    wire = encode([b"x" * body])
+    assert len(wire) == size
+    return wire
+
+
+def test_message_at_the_size_bound_is_accepted() -> None:
+    decoder = Decoder(max_message_size=1000)
+    assert feed_in_pieces(decoder, message_of(1000), list(range(1, 1000, 7))) == [[b"x" * 995]]
+
+
+def test_message_over_the_size_bound_is_refused_before_it_completes() -> None:
+    decoder = Decoder(max_message_size=1000)
+    wire = message_of(1001)
+    with pytest.raises(BananaError, match="more than 1000 bytes"):
+        decoder.feed(wire[:1001])
+
+
+def test_many_small_messages_add_up_to_nothing() -> None:
+    decoder = Decoder(max_message_size=100)
+    wire = encode([1, 2, b"abc"]) * 1000
+    assert len(decoder.feed(wire)) == 1000
+
+
+@given(st.integers(min_value=1, max_value=200))
+def test_size_bound_counts_from_the_last_complete_message(cut: int) -> None:
+    # A complete message, then the start of one that alone exceeds the bound: refused
+    # whichever way the bytes are split, and only once the second message is too big.
+    decoder = Decoder(max_message_size=150)
+    first, second = encode([b"a" * 100]), encode([b"b" * 100, b"c" * 100])
+    data = first + second
+    try:
+        feed_in_pieces(decoder, data[: len(first) + cut], [len(first) // 2])
+    except BananaError:
+        assert cut > 150
+    else:
+        assert cut <= 150
+
+
+def test_protocol_drops_a_peer_whose_message_is_too_big() -> None:
+    protocol = banana.Banana(isClient=False)
+    protocol.maxMessageSize = 1000
+    protocol.expressionReceived = lambda obj: None  # type: ignore[method-assign]
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(encode(b"none"))
+    with capturedLogs() as logs:
+        protocol.dataReceived(message_of(2000)[:1500])
+    assert transport.disconnecting
+    assert any("more than 1000 bytes" in str(event.get("why", "")) for event in logs)
