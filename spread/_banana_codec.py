@@ -97,6 +97,13 @@ _FLOAT_TAG = bytes((FLOAT,))
 _INT_TOKENS = [bytes((value, INT)) for value in range(128)]
 _STRING_HEADERS = [bytes((length, STRING)) for length in range(128)]
 _LIST_HEADERS = [bytes((length, LIST)) for length in range(128)]
+_PAIR_HEADER = _LIST_HEADERS[2]
+
+_CACHED_LENGTH = 32
+"""Strings up to this long have their encoded token remembered by each ``Encoder``."""
+
+_CACHED_TOKENS = 256
+"""Tokens an ``Encoder`` remembers before starting afresh: at most about 40 KB each."""
 
 
 def _token(magnitude: int, type_byte: int) -> bytes:
@@ -129,7 +136,7 @@ class Encoder:
     we never send what a peer with default limits would refuse.
     """
 
-    __slots__ = ("_symbols", "_vocabulary", "max_depth", "prefix_limit", "size_limit")
+    __slots__ = ("_symbols", "_tokens", "_vocabulary", "max_depth", "prefix_limit", "size_limit")
 
     def __init__(
         self,
@@ -154,6 +161,7 @@ class Encoder:
         self._vocabulary = vocabulary
         # Each symbol's whole token, ready to append: one dict lookup per string sent.
         self._symbols = {w: _token(n, VOCAB) for w, n in (vocabulary or {}).items()}
+        self._tokens = dict(self._symbols)  # and the short strings sent lately (see encode)
 
     def encode(self, obj: object) -> bytes:
         """The banana bytes for ``obj``; raises ``BananaError`` (and sends nothing) if it cannot.
@@ -165,6 +173,10 @@ class Encoder:
         parts: list[bytes] = []
         append = parts.append
         symbols = self._symbols
+        # Messages repeat their strings (tags, dict keys, method names): the whole
+        # token of each short one is kept, so most strings cost one lookup and one
+        # append. A size limit under the cached lengths bypasses the cache.
+        tokens = self._tokens if self.size_limit >= _CACHED_LENGTH else symbols.copy()
         size_limit = self.size_limit
         max_depth = self.max_depth
         int_token = self._int_token
@@ -187,18 +199,36 @@ class Encoder:
                     f"value nested more than {max_depth} lists deep (or it contains itself);"
                     " flatten it"
                 )
+            pairs_inline = depth < max_depth and small >= 2  # a pair here is within limits
             for item in items:
                 kind = type(item)
                 if kind is bytes:
-                    symbol = symbols.get(item)
-                    if symbol is not None:
-                        append(symbol)
+                    token = tokens.get(item)
+                    if token is not None:
+                        append(token)
                     elif len(item) <= small:
-                        append(_STRING_HEADERS[len(item)])
-                        append(item)
+                        token = _STRING_HEADERS[len(item)] + item
+                        if len(item) <= _CACHED_LENGTH:
+                            if len(tokens) >= _CACHED_TOKENS:
+                                tokens.clear()
+                                tokens.update(symbols)
+                            tokens[item] = token
+                        append(token)
                     else:
                         put_other(item, depth)
                 elif kind is list or kind is tuple:
+                    # A pair of known strings ([b"unicode", b"key"], a dict's key form)
+                    # is the commonest list of all: written here, without a call.
+                    if len(item) == 2 and pairs_inline:
+                        first, second = item
+                        token = tokens.get(first) if type(first) is bytes else None
+                        if token is not None and type(second) is bytes:
+                            second_token = tokens.get(second)
+                            if second_token is not None:
+                                append(_PAIR_HEADER)
+                                append(token)
+                                append(second_token)
+                                continue
                     put_list(item, depth + 1)
                 elif kind is int and 0 <= item < 16384:
                     if item < 128:
@@ -284,7 +314,7 @@ class Encoder:
 
 _FLOAT_UNPACK = struct.Struct(">d").unpack_from
 _HEADER_DIGITS = re.compile(rb"[\x00-\x7f]*")
-_PADDING = b"\0\0"  # appended to each buffer decoded; header digits, so never mistaken for data
+_PADDING = b"\0\0\0\0"  # appended to each buffer decoded: header digits, never mistaken for data
 
 
 class Decoder:
@@ -349,7 +379,7 @@ class Decoder:
             if len(tail) < self._needed:
                 return []
             # One copy per feed that can make progress; the padding lets the hot
-            # loop peek two bytes ahead without a bounds check.
+            # loop peek a few bytes ahead without a bounds check.
             tail += _PADDING
             buffer = bytes(tail)
         elif not data:
@@ -367,6 +397,9 @@ class Decoder:
 
         Most elements have a one-byte header (the first branch) and are handled
         without a function call; two-digit headers are the second most common.
+        Type bytes are written as literals (0x80 LIST, 0x81 INT, 0x82 STRING,
+        0x83 NEG, 0x84 FLOAT, 0x85 LONGINT, 0x86 LONGNEG, 0x87 VOCAB): constants
+        are cheaper than global lookups, once per element.
         """
         end = len(buf) - len(_PADDING)
         pos = 0
@@ -387,57 +420,68 @@ class Decoder:
             kind = buf[pos + 1]
             if count <= small and kind >= 0x80:
                 start = pos + 2
-            elif count == FLOAT:  # a float has no header
-                kind, count, start = FLOAT, 0, pos + 1
+            elif count == 0x84:  # a float has no header
+                kind, count, start = 0x84, 0, pos + 1
             elif kind < 0x80 and count < 0x80 and buf[pos + 2] >= 0x80:
                 # Two digits: ints from 128, strings and lists from 128 elements.
                 count |= kind << 7
                 kind = buf[pos + 2]
                 start = pos + 3
-                if count > size_limit and kind in (STRING, LIST):
+                if count > size_limit and kind in (0x82, 0x80):
                     raise BananaError(self._too_long(kind, count))
             else:
                 kind, count, start = self._long_header(buf, pos, end)
                 if kind < 0:
                     needed = end + 1
                     break
-            if kind == STRING:
+            if kind == 0x82:
                 stop = start + count
                 if stop > end:
                     needed = stop
                     break
                 items.append(buf[start:stop])
                 pos = stop
-            elif kind == LIST:
+            elif kind == 0x80:
                 if len(stack) >= max_depth:
                     raise BananaError(
                         f"lists nested more than {max_depth} deep; refused (the limit is"
                         " Decoder(max_depth=...) or Banana.maxDepth)"
                     )
                 pos = start
+                if count == 2 and buf[pos + 1] == 0x82 and buf[pos] <= small and stack:
+                    # A pair of short strings ([b"unicode", b"text"], jelly's commonest
+                    # form) inside a message: read whole here if both are in the buffer.
+                    second = pos + 2 + buf[pos]
+                    if second + 1 < end and buf[second + 1] == 0x82 and buf[second] <= small:
+                        stop = second + 2 + buf[second]
+                        if stop <= end:
+                            items.append([buf[pos + 2 : second], buf[second + 2 : stop]])
+                            pos = stop
+                            count = 0  # the list is complete
                 if count:
                     stack.append((items, remaining))
                     items = []
                     remaining = count
                     continue
-                items.append([])
-            elif kind == VOCAB:
+                if pos == start:
+                    items.append([])
+            elif kind == 0x87:
                 word = vocabulary.get(count)
                 if word is None:
                     raise BananaError(self._unknown_symbol(count))
                 items.append(word)
                 pos = start
-            elif kind in (INT, LONGINT):
+            elif kind == 0x81 or kind == 0x85:
                 items.append(count)
                 pos = start
-            elif kind == FLOAT:
+            elif kind == 0x84:
                 stop = start + 8
                 if stop > end:
                     needed = stop
                     break
                 items.append(_FLOAT_UNPACK(buf, start)[0])
                 pos = stop
-            elif kind in (NEG, LONGNEG):
+            elif kind == 0x83 or kind == 0x86:
                 items.append(-count)
                 pos = start
             else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import importlib
+import sys
 import types
 from typing import Any
 
@@ -92,6 +93,19 @@ def applyState(obj: Any, state: Any) -> None:
             obj.__dict__ = state or {}
         except (AttributeError, TypeError):
             raise InsecureJelly(f"cannot set the state of a {qual(type(obj))}") from None
+    upgradeIfVersioned(obj)
+
+
+def upgradeIfVersioned(obj: Any) -> None:
+    """Bring a ``spread.styles.Versioned`` instance to its class's current version now.
+
+    A peer may hold state saved by an older version of the class; the receiver
+    should never see that layout, so the upgrade runs as soon as the state is in
+    (``spread.styles`` is looked up, not imported: jelly must not depend on it).
+    """
+    styles = sys.modules.get("spread.styles")  # not imported: nothing can be Versioned
+    if styles is not None and isinstance(obj, styles.Versioned):
+        styles.requireUpgrade(obj)
 
 
 # -- names of modules, classes and functions ----------------------------------------------------

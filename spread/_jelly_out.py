@@ -74,7 +74,7 @@ class Jellier:
         self._alive.append(obj)
         kind = type(obj)
         if kind is str:
-            return [b"unicode", obj.encode("utf-8")]
+            return [b"unicode", obj.encode()]  # UTF-8, strict
         if kind is int or kind is float or kind is bytes:
             return obj
         handler = _HANDLERS.get(kind)
@@ -124,21 +124,6 @@ class Jellier:
 
     # -- containers ---------------------------------------------------------------------------
 
-    def _items(self, sexp: list[Any], values: Any) -> list[Any]:
-        """Append the forms of ``values`` to ``sexp``, writing simple values inline."""
-        append = sexp.append
-        handlers = _HANDLERS
-        for value in values:
-            kind = type(value)
-            if kind is str:
-                append([b"unicode", value.encode("utf-8")])
-            elif kind is int or kind is float or kind is bytes:
-                append(value)
-            else:
-                handler = handlers.get(kind)
-                append(handler(self, value) if handler is not None else self._jellyOther(value))
-        return sexp
-
     def _jellyDict(self, obj: dict[Any, Any]) -> list[Any]:
         obj_id = id(obj)
         preserved = self._preserved
@@ -155,7 +140,7 @@ class Jellier:
             if type(key) is str:
                 form = key_forms.get(key)
                 if form is None:
-                    form = key_forms[key] = [b"unicode", key.encode("utf-8")]
+                    form = key_forms[key] = [b"unicode", key.encode()]
                 key = form
             else:
                 kind = type(key)
@@ -164,7 +149,7 @@ class Jellier:
                     key = handler(self, key) if handler is not None else self._jellyOther(key)
             kind = type(value)
             if kind is str:
-                value = [b"unicode", value.encode("utf-8")]
+                value = [b"unicode", value.encode()]
             elif kind is bool:
                 value = [b"boolean", b"true" if value else b"false"]
             elif kind is not int and kind is not float and kind is not bytes:
@@ -264,7 +249,21 @@ def _sequence(tag: bytes) -> Callable[[Jellier, Any], list[Any]]:
             return jellier._seenAgain(obj_id)
         sexp: list[Any] = [tag]
         preserved[obj_id] = sexp
-        return jellier._items(sexp, obj)
+        # Simple values are written inline: the handlers cost a call each.
+        append = sexp.append
+        for value in obj:
+            kind = type(value)
+            if kind is str:
+                append([b"unicode", value.encode()])
+            elif kind is int or kind is float or kind is bytes:
+                append(value)
+            else:
+                handler = _HANDLERS.get(kind)
+                if handler is not None:
+                    append(handler(jellier, value))
+                else:
+                    append(jellier._jellyOther(value))
+        return sexp
 
     return jellySequence
 

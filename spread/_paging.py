@@ -17,6 +17,7 @@ class PagingMixin:
         """Start feeding ``pager``'s pages to the peer as the transport has room."""
         self.pageProducers.append(pager)
         if len(self.pageProducers) == 1:
+            self._pagingStarts()
             self.transport.registerProducer(self, False)
 
     def resumeProducing(self) -> None:
@@ -27,12 +28,19 @@ class PagingMixin:
                 self.pageProducers.remove(pager)
         if not self.pageProducers:
             self.transport.unregisterProducer()
+            self._pagingEnded()
 
     def pauseProducing(self) -> None:
         """Nothing to do: we only send when asked (a pull producer)."""
 
     def stopProducing(self) -> None:
         """The transport is going away; ``stopPaging`` runs on connection loss."""
+
+    def _pagingStarts(self) -> None:
+        """Hook: the transport's one producer slot is about to be taken by paging."""
+
+    def _pagingEnded(self) -> None:
+        """Hook: paging gave the transport's producer slot back."""
 
     def stopPaging(self) -> None:
         """Forget every pager (the connection is gone)."""

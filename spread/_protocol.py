@@ -54,6 +54,7 @@ from spread._wirenames import COPYABLE_FAILURE
 from spread.banana import Banana
 from spread.flavors import NoSuchMethod
 from spread.jelly import InsecureJelly, Jellyable, globalSecurity
+from spread.limits import Limits
 
 _log = Logger()
 
@@ -80,6 +81,70 @@ def _silence(d: defer.Deferred[Any]) -> None:
         info.failResult = None
 
 
+class ReadThrottle:
+    """Stops reading from a peer while our answers to it are piling up unsent.
+
+    A peer that sends calls but never reads the answers would otherwise make us
+    buffer answers without bound. Registered as the transport's streaming
+    producer, the transport tells us when its write buffer is full; we then stop
+    reading that peer's calls until the buffer drains. Other connections are not
+    affected. (Paging takes the transport's producer slot while it runs.)
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.reader = _reader(transport)
+        self.attached = False
+        self.paused = False
+
+    def attach(self) -> None:
+        # On the socket itself, below any TLS layer: TLS would otherwise hold its close
+        # back until we unregister, and a producer never needs to see decrypted bytes.
+        reader = self.reader
+        if reader is None or self.attached or not hasattr(reader, "registerProducer"):
+            return
+        try:
+            reader.registerProducer(self, True)
+        except RuntimeError:  # another producer holds the slot; go without
+            return
+        self.attached = True
+
+    def detach(self) -> None:
+        if not self.attached:
+            return
+        self.attached = False
+        self.reader.unregisterProducer()
+        if self.paused:
+            self.paused = False
+            self.reader.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.reader.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if getattr(self.reader, "disconnecting", False):
+            # Closing: the socket finishes its close only once no producer is registered.
+            self.paused = False
+            self.detach()
+            return
+        self.paused = False
+        self.reader.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The connection is closing; nothing of ours to stop."""
+
+
+def _reader(transport: Any) -> Any:
+    """The socket under ``transport`` (itself, or what a TLS wrapper sits on), if it can pause."""
+    for _ in range(8):
+        below = getattr(transport, "transport", None)
+        if below is None:
+            break
+        transport = below
+    return transport if hasattr(transport, "pauseProducing") else None
+
+
 class Broker(ObjectTables, PagingMixin, Banana):
     """One PB connection: references, calls, copies and caches in both directions."""
 
@@ -94,9 +159,21 @@ class Broker(ObjectTables, PagingMixin, Banana):
         security: Any = globalSecurity,
         *,
         maxBrokerRefs: int | None = None,
+        limits: Limits | None = None,
         reactor: Any = None,
     ) -> None:
         Banana.__init__(self, isClient)
+        limits = Limits() if limits is None else limits
+        if maxBrokerRefs is None and type(self).maxBrokerRefs != MAX_BROKER_REFS:
+            maxBrokerRefs = type(self).maxBrokerRefs  # a subclass's own default
+        if maxBrokerRefs is not None:
+            limits = limits.replace(maxBrokerRefs=maxBrokerRefs)
+        self.limits = limits
+        self.sizeLimit = limits.maxStringSize
+        self.maxDepth = limits.maxDepth
+        self.maxMessageSize = limits.maxMessageSize
+        self._runningCalls = 0  # incoming calls whose answer is not ready yet
+        self._throttle = ReadThrottle(None)
         PagingMixin.__init__(self)
         self.security = security
         self._reactor = reactor
@@ -112,15 +189,14 @@ class Broker(ObjectTables, PagingMixin, Banana):
         self.jellyMethod: Any = None
         self.jellyArgs: Any = None
         self.jellyKw: Any = None
-        limit = self.maxBrokerRefs if maxBrokerRefs is None else maxBrokerRefs
         ids = IdCounter()
         self._ids = ids
         self._releases = ReleaseQueue(self._scheduleFlush, self._sendReleases)
-        self._exports = ExportedObjects(ids, limit)
+        self._exports = ExportedObjects(ids, limits.maxBrokerRefs)
         self._imports: ImportedReferences[RemoteReference] = ImportedReferences(
             self._releases.put
         )
-        self._cacheExports = ExportedCaches(ids, limit)
+        self._cacheExports = ExportedCaches(ids, limits.maxCachedObjects)
         self._cacheImports = ImportedCaches(self._releases.put)
         self._releaseCallbacks: dict[Any, list[Callable[[], object]]] = {}
         # Registrations made while jellying, so a message that cannot be sent
@@ -149,8 +225,19 @@ class Broker(ObjectTables, PagingMixin, Banana):
 
     # -- connection lifecycle ------------------------------------------------------------
 
+    def _pagingStarts(self) -> None:
+        self._throttle.detach()
+
+    def _pagingEnded(self) -> None:
+        self._throttle.attach()
+
     def connectionReady(self) -> None:
         """Banana chose a dialect: say our version and tell whoever waits for us."""
+        # Watch our outgoing buffer from now on, not before: bytes have crossed both ways, so
+        # a TLS handshake (which holds writes back while it reads) is over.
+        self._throttle = ReadThrottle(self.transport)
+        if not self.pageProducers:
+            self._throttle.attach()
         self.sendEncoded([b"version", self.version])
         connects, self.connects = self.connects or [], None
         for notifier in connects:
@@ -297,6 +384,9 @@ class Broker(ObjectTables, PagingMixin, Banana):
     ) -> None:
         if type(requestID) is not int:
             raise ProtocolError(f"a request id must be an int, not {requestID!r:.80}")
+        if self._runningCalls >= self.limits.maxPendingCalls:
+            self._refuseCall(requestID, answerRequired)
+            return
         try:
             if type(message) is bytes:
                 message = message.decode("utf-8")
@@ -313,6 +403,9 @@ class Broker(ObjectTables, PagingMixin, Banana):
                 self._sendError(fail, requestID)
             return
         if isinstance(netResult, defer.Deferred):
+            if not netResult.called:
+                self._runningCalls += 1
+                netResult.addBoth(self._callFinished)
             if answerRequired:
                 netResult.addCallbacks(
                     self._sendAnswer, self._sendFailureOrError,
@@ -322,6 +415,23 @@ class Broker(ObjectTables, PagingMixin, Banana):
                 netResult.addErrback(self._logCallFailure)
         elif answerRequired:
             self._sendAnswer(netResult, requestID)
+
+    def _callFinished(self, result: object) -> object:
+        self._runningCalls -= 1
+        return result
+
+    def _refuseCall(self, requestID: int, answerRequired: object) -> None:
+        """Too many of this peer's calls are still running: fail this one at once."""
+        limit = self.limits.maxPendingCalls
+        _log.warn(
+            "refused a call: the peer already has {limit} calls running", limit=limit
+        )
+        if answerRequired:
+            error = Error(
+                f"the server is already running {limit} calls from this connection; wait for "
+                "some answers before calling again (the limit is Limits.maxPendingCalls)"
+            )
+            self._sendError(failureOf(error), requestID)
 
     def _logCallFailure(self, fail: Failure) -> None:
         if isFailureOf(fail, Error):

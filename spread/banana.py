@@ -44,6 +44,7 @@ from spread._banana_codec import (
     decode,
     encode,
 )
+from spread.limits import Limits
 
 __all__ = [
     "FLOAT", "HIGH_BIT_SET", "INT", "LIST", "LONGINT", "LONGNEG", "MAX_DEPTH", "MAX_MESSAGE_SIZE",
@@ -102,18 +103,49 @@ class Banana(protocol.Protocol):
     The server offers ``knownDialects``; the client answers with the first of them it
     knows; in the "pb" dialect the strings of ``PB_VOCABULARY`` travel as symbols.
     Subclasses (the PB broker) override ``connectionReady`` and ``expressionReceived``
-    and send with ``sendEncoded``. Limits are read from ``sizeLimit``,
-    ``prefixLimit`` and ``maxDepth`` whenever bytes move, so they can be set on the
-    class, on a subclass or on one instance, at any time.
+    and send with ``sendEncoded``. Limits come from ``limits`` (a
+    ``spread.limits.Limits``: message size, string size, depth) and ``prefixLimit``,
+    read whenever bytes move, so they can be set on the class, on a subclass or on
+    one instance, at any time.
     """
 
     knownDialects: list[bytes] = [b"pb", b"none"]
     """Dialects we speak, in order of preference (the server's order decides)."""
 
-    sizeLimit: int = SIZE_LIMIT
+    limits: Limits = Limits()
+    """The bounds on what the peer may send; a broker sets its own per connection.
+
+    ``sizeLimit``, ``maxDepth`` and ``maxMessageSize`` read and write these fields
+    (a subclass may still override any of them with a plain class attribute)."""
+
     prefixLimit: int = PREFIX_LIMIT
-    maxDepth: int = MAX_DEPTH
-    maxMessageSize: int = MAX_MESSAGE_SIZE
+
+    @property
+    def sizeLimit(self) -> int:
+        """Longest string and list accepted or sent (``limits.maxStringSize``; Twisted's name)."""
+        return self.limits.maxStringSize
+
+    @sizeLimit.setter
+    def sizeLimit(self, limit: int) -> None:
+        self.limits = self.limits.replace(maxStringSize=limit)
+
+    @property
+    def maxDepth(self) -> int:
+        """Deepest list nesting accepted or sent (``limits.maxDepth``)."""
+        return self.limits.maxDepth
+
+    @maxDepth.setter
+    def maxDepth(self, limit: int) -> None:
+        self.limits = self.limits.replace(maxDepth=limit)
+
+    @property
+    def maxMessageSize(self) -> int:
+        """Most bytes one received message may take (``limits.maxMessageSize``)."""
+        return self.limits.maxMessageSize
+
+    @maxMessageSize.setter
+    def maxMessageSize(self, limit: int) -> None:
+        self.limits = self.limits.replace(maxMessageSize=limit)
 
     outgoingVocabulary: ClassVar[Mapping[bytes, int]] = PB_VOCABULARY
     incomingVocabulary: ClassVar[Mapping[int, bytes]] = PB_VOCABULARY_BY_NUMBER

@@ -46,6 +46,7 @@ from spread._jelly_base import (
     unjellyableFactoryRegistry,
     unjellyableRegistry,
 )
+from spread._jelly_forms import upgradeIfVersioned
 from spread._jelly_in import MAX_DEPTH, Unjellier
 from spread._jelly_out import Jellier
 
@@ -128,6 +129,7 @@ def setInstanceState(inst: Any, unjellier: Any, jellyList: Any) -> Any:
             f"{qual(type(inst))} received a {type(state).__name__} as its state; "
             "give it a __setstate__ that accepts one"
         )
+    upgradeIfVersioned(inst)
     return inst
 
 

@@ -62,6 +62,7 @@ from spread.flavors import (
 )
 from spread.interfaces import IJellyable, IUnjellyable
 from spread.jelly import globalSecurity, jelly, unjelly
+from spread.limits import Limits
 
 portno = 8787
 """The port PB examples traditionally use."""
@@ -99,6 +100,14 @@ class AsReferenceable(Referenceable):
         )
 
 
+def _limits(limits: Limits | None, maxBrokerRefs: int | None) -> Limits:
+    """The limits a factory gives its connections; ``maxBrokerRefs`` is Twisted's older knob."""
+    chosen = Limits() if limits is None else limits
+    if maxBrokerRefs is not None:
+        chosen = chosen.replace(maxBrokerRefs=maxBrokerRefs)
+    return chosen
+
+
 class PBClientFactory(protocol.ClientFactory):
     """Connects to a PB server; ``getRootObject()`` gives the server's root reference.
 
@@ -112,17 +121,17 @@ class PBClientFactory(protocol.ClientFactory):
 
     def __init__(
         self, unsafeTracebacks: Any = False, security: Any = globalSecurity,
-        maxBrokerRefs: int = MAX_BROKER_REFS,
+        maxBrokerRefs: int | None = None, limits: Limits | None = None,
     ) -> None:
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
-        self.maxBrokerRefs = maxBrokerRefs
+        self.limits = _limits(limits, maxBrokerRefs)
+        self.maxBrokerRefs = self.limits.maxBrokerRefs
         self._reset()
 
     def buildProtocol(self, addr: Any) -> Broker:
-        """A client-side broker using this factory's security options."""
-        broker: Broker = self.protocol(isClient=True, security=self.security)
-        broker.setReferenceLimit(self.maxBrokerRefs)
+        """A client-side broker using this factory's security options and limits."""
+        broker: Broker = self.protocol(isClient=True, security=self.security, limits=self.limits)
         broker.factory = self
         return broker
 
@@ -195,19 +204,19 @@ class PBServerFactory(protocol.ServerFactory):
 
     def __init__(
         self, root: Any, unsafeTracebacks: Any = False, security: Any = globalSecurity,
-        maxBrokerRefs: int = MAX_BROKER_REFS,
+        maxBrokerRefs: int | None = None, limits: Limits | None = None,
     ) -> None:
         if not IPBRoot.providedBy(root):
             from spread import _login  # noqa: F401  (registers the portal -> IPBRoot adapter)
         self.root: Any = IPBRoot(root)
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
-        self.maxBrokerRefs = maxBrokerRefs
+        self.limits = _limits(limits, maxBrokerRefs)
+        self.maxBrokerRefs = self.limits.maxBrokerRefs
 
     def buildProtocol(self, addr: Any) -> Broker:
         """A server-side broker with this connection's root object published as ``root``."""
-        broker: Broker = self.protocol(isClient=False, security=self.security)
-        broker.setReferenceLimit(self.maxBrokerRefs)
+        broker: Broker = self.protocol(isClient=False, security=self.security, limits=self.limits)
         broker.factory = self
         broker.setNameForLocal("root", self.root.rootObject(broker))
         return broker
@@ -233,6 +242,7 @@ __all__ = [
     "IUnjellyable",
     "IUsernameMD5Password",
     "Jellyable",
+    "Limits",
     "Local",
     "NoSuchMethod",
     "PBClientFactory",
