@@ -103,7 +103,7 @@ _CACHED_LENGTH = 32
 """Strings up to this long have their encoded token remembered by each ``Encoder``."""
 
 _CACHED_TOKENS = 256
-"""Tokens an ``Encoder`` remembers before starting afresh: at most about 40 KB each."""
+"""Tokens an ``Encoder`` remembers before starting afresh (about 50 KB per encoder at worst)."""
 
 
 def _token(magnitude: int, type_byte: int) -> bytes:

@@ -21,6 +21,7 @@ from twisted.logger import capturedLogs
 from spread import banana
 from spread.banana import (
     MAX_DEPTH,
+    MAX_MESSAGE_SIZE,
     PB_VOCABULARY,
     PB_VOCABULARY_BY_NUMBER,
     PREFIX_LIMIT,
@@ -32,6 +33,7 @@ from spread.banana import (
     decode,
     encode,
 )
+from spread.limits import Limits
 
 # ---------------------------------------------------------------------------------------------
 # Helpers and strategies
@@ -843,3 +845,141 @@ def test_protocol_drops_a_peer_whose_message_is_too_big() -> None:
         protocol.dataReceived(message_of(2000)[:1500])
     assert transport.disconnecting
     assert any("more than 1000 bytes" in str(event.get("why", "")) for event in logs)
+
+
+# -- limits from a Limits object ----------------------------------------------------------------
+
+
+def test_banana_limits_default_to_the_limits_defaults() -> None:
+    protocol = Banana()
+    assert protocol.limits == Limits()
+    assert (protocol.sizeLimit, protocol.maxDepth, protocol.maxMessageSize) == (
+        SIZE_LIMIT,
+        MAX_DEPTH,
+        MAX_MESSAGE_SIZE,
+    )
+
+
+def test_banana_limits_max_message_size_drops_a_big_message() -> None:
+    server, server_out, _, _ = connected_pair()
+    server.limits = Limits(maxMessageSize=1000)
+    server.dataReceived(message_of(2000)[:1500])
+    assert server_out.disconnecting
+
+
+def test_banana_limits_max_string_size_drops_a_long_string() -> None:
+    server, server_out, _, _ = connected_pair()
+    server.limits = Limits(maxStringSize=4)
+    server.dataReceived(encode(b"12345"))
+    assert server_out.disconnecting
+
+
+def test_banana_limits_max_depth_drops_a_deep_message() -> None:
+    server, server_out, _, _ = connected_pair()
+    server.limits = Limits(maxDepth=2)
+    server.dataReceived(encode([[[]]]))
+    assert server_out.disconnecting
+
+
+def test_banana_limits_of_one_connection_leave_others_alone() -> None:
+    server, _, _, _ = connected_pair()
+    other, other_out, _, _ = connected_pair()
+    server.limits = Limits(maxStringSize=4)
+    other.dataReceived(encode(b"12345"))
+    assert not other_out.disconnecting and other.received == [b"12345"]
+    assert Banana.limits == Limits()
+
+
+def test_setting_size_limit_updates_limits() -> None:
+    protocol = Banana()
+    protocol.sizeLimit = 10
+    protocol.maxDepth = 5
+    protocol.maxMessageSize = 100
+    assert protocol.limits == Limits(maxStringSize=10, maxDepth=5, maxMessageSize=100)
+
+
+# -- the shortcuts for pairs of short strings keep every limit --------------------------------
+
+
+PAIRS = [[b"unicode", b"name"], [b"boolean", b"true"], [b"", b""], [b"x" * 127, b"y" * 127]]
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_pair_of_strings_decodes_the_same_split_anywhere(pair: list[bytes]) -> None:
+    wire = encode([pair, pair, 7])
+    for cut in range(len(wire) + 1):
+        decoder = Decoder()
+        assert decoder.feed(wire[:cut]) + decoder.feed(wire[cut:]) == [[pair, pair, 7]]
+
+
+def test_pair_of_strings_over_the_size_limit_is_refused() -> None:
+    with pytest.raises(BananaError, match="size limit"):
+        Decoder(size_limit=3).feed(encode([[b"ab", b"abcd"]]))
+
+
+def test_pair_of_strings_beyond_max_depth_is_refused() -> None:
+    assert Decoder(max_depth=2).feed(encode([[b"a", b"b"]])) == [[[b"a", b"b"]]]
+    with pytest.raises(BananaError, match="nested more than 2"):
+        Decoder(max_depth=2).feed(encode([[[b"a", b"b"]]]))
+
+
+def test_pair_of_strings_counts_towards_the_message_size() -> None:
+    wire = encode([[b"a" * 10, b"b" * 10]])
+    assert len(Decoder(max_message_size=len(wire)).feed(wire)) == 1
+    with pytest.raises(BananaError, match="more than"):
+        Decoder(max_message_size=len(wire) - 1).feed(wire)
+
+
+def test_top_level_pair_counts_towards_the_message_size() -> None:
+    wire = encode([b"a" * 10, b"b" * 10])
+    with pytest.raises(BananaError, match="more than"):
+        Decoder(max_message_size=len(wire) - 1).feed(wire)
+
+
+def test_encoding_a_pair_of_strings_keeps_the_depth_limit() -> None:
+    assert Encoder(max_depth=2).encode([[b"a", b"b"]]) == encode([[b"a", b"b"]])
+    with pytest.raises(BananaError, match="nested more than 1"):
+        Encoder(max_depth=1).encode([[b"a", b"b"]])
+
+
+def test_encoding_a_pair_of_strings_keeps_the_size_limit() -> None:
+    with pytest.raises(BananaError, match="size limit"):
+        Encoder(size_limit=1).encode([[b"a", b"b"]])
+
+
+def test_repeated_strings_encode_the_same_each_time() -> None:
+    words = [b"unicode", b"list", b"unicode", b"list", [b"unicode", b"list"]]
+    assert Encoder().encode(words) == b"".join(
+        [header(5, 0x80)]
+        + [header(len(w), 0x82) + w for w in words[:4]]
+        + [header(2, 0x80), header(7, 0x82), b"unicode", header(4, 0x82), b"list"]
+    )
+    assert Encoder(PB_VOCABULARY).encode(words) == Encoder(PB_VOCABULARY).encode(list(words))
+    assert Encoder(PB_VOCABULARY).encode([b"list", b"list"]) == bytes([2, 0x80, 8, 0x87, 8, 0x87])
+
+
+def test_encoder_reused_for_many_distinct_strings_stays_exact() -> None:
+    encoder = Encoder()
+    words = [b"w%d" % i for i in range(1000)] * 2
+    wire = b"".join([header(len(words), 0x80)] + [header(len(w), 0x82) + w for w in words])
+    assert encoder.encode(words) == wire
+    assert encoder.encode(words) == wire
+
+
+def test_encoder_size_limit_lowered_after_a_string_was_sent_still_applies() -> None:
+    encoder = Encoder()
+    encoder.encode([b"abcdef", [b"abcdef", b"x"]])
+    encoder.size_limit = 4
+    with pytest.raises(BananaError, match="size limit"):
+        encoder.encode([b"abcdef"])
+    with pytest.raises(BananaError, match="size limit"):
+        encoder.encode([[b"abcdef", b"x"]])
+
+
+def test_encoder_vocabulary_change_forgets_earlier_tokens() -> None:
+    encoder = Encoder()
+    encoder.encode([b"list"])
+    encoder.vocabulary = PB_VOCABULARY
+    assert encoder.encode([b"list"]) == bytes([1, 0x80, 8, 0x87])
+    encoder.vocabulary = None
+    assert encoder.encode([b"list"]) == bytes([1, 0x80, 4, 0x82]) + b"list"

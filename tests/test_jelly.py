@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spread import jelly
+from spread import jelly, styles
 from spread.jelly import (
     DummySecurityOptions,
     InsecureJelly,
@@ -559,3 +559,64 @@ def test_class_module_function_and_method_forms() -> None:
     assert jelly.unjelly(jelly.jelly([Point, os.path, os.path.join]), TRUSTED) == [
         Point, os.path, os.path.join,
     ]
+
+
+# -- Versioned state is upgraded as it loads ---------------------------------------------------
+
+
+class Price(styles.Versioned):
+    """Version 0 kept ``amount`` (a float); version 1 keeps ``cents``; version 2 adds a currency."""
+
+    persistenceVersion = 2
+
+    def upgradeToVersion1(self) -> None:
+        self.cents = round(self.amount * 100)
+        del self.amount
+
+    def upgradeToVersion2(self) -> None:
+        self.currency = "EUR"
+
+
+PRICE = f"{Price.__module__}.Price".encode()
+
+
+def price_options() -> SecurityOptions:
+    options = SecurityOptions()
+    options.allowInstancesOf(Price)
+    return options
+
+
+def test_generic_instance_of_old_version_is_upgraded_on_load() -> None:
+    sexp = [PRICE, [b"dictionary", [[b"unicode", b"amount"], 1.5]]]
+    back = jelly.unjelly(sexp, price_options())
+    assert vars(back) == {"cents": 150, "currency": "EUR"}
+
+
+def test_generic_instance_upgrade_starts_from_the_saved_version() -> None:
+    version_key = [b"unicode", PRICE + b".persistenceVersion"]
+    sexp = [PRICE, [b"dictionary", [[b"unicode", b"cents"], 7], [version_key, 1]]]
+    back = jelly.unjelly(sexp, price_options())
+    assert vars(back) == {"cents": 7, "currency": "EUR"}
+
+
+def test_current_version_round_trips_unchanged() -> None:
+    price = Price()
+    price.cents, price.currency = 3, "USD"
+    back = jelly.unjelly(jelly.jelly(price), price_options())
+    assert vars(back) == {"cents": 3, "currency": "USD"}
+
+
+def test_setInstanceState_upgrades_an_old_version() -> None:
+    class Ticket(styles.Versioned, Unjellyable):
+        persistenceVersion = 1
+
+        def upgradeToVersion1(self) -> None:
+            self.seats = [self.seat]
+            del self.seat
+
+        def unjellyFor(self, unjellier: Any, jellyList: Any) -> Any:
+            return jelly.setInstanceState(self, unjellier, jellyList)
+
+    setUnjellyableForClass("app.Ticket", Ticket)
+    sexp = [b"app.Ticket", [b"dictionary", [[b"unicode", b"seat"], 12]]]
+    assert vars(jelly.unjelly(sexp, globalSecurity)) == {"seats": [12]}
