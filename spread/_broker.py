@@ -108,7 +108,7 @@ class ExportedObjects:
             raise TooManyReferences(
                 f"this connection already holds {len(self.locals)} of our objects by "
                 f"reference (limit {self.limit}); the peer must release some, or raise "
-                "maxBrokerRefs on the factory"
+                "Limits.maxBrokerRefs on the factory"
             )
         luid = self.ids.next()
         self.locals[luid] = Local(obj)
@@ -232,7 +232,8 @@ class ExportedCaches:
         if len(self.locals) >= self.limit:
             raise TooManyReferences(
                 f"this connection already holds {len(self.locals)} cached objects "
-                f"(limit {self.limit}); raise maxBrokerRefs on the factory if that is expected"
+                f"(limit {self.limit}); the peer must drop some replicas, or raise "
+                "Limits.maxCachedObjects on the factory"
             )
         luid = self.ids.next()
         self.locals[luid] = CacheLocal(luid, obj, perspective, observer)

@@ -323,7 +323,8 @@ class Broker(ObjectTables, PagingMixin, Banana):
         try:
             if type(sexp) is not list or not sexp:
                 raise ProtocolError(f"a PB message must be a non-empty list, not {sexp!r:.80}")
-            handler = self._handlers.get(sexp[0])
+            kind = sexp[0]
+            handler = self._handlers.get(kind) if type(kind) is bytes else None
             if handler is None:
                 self._didNotUnderstand(sexp[0])
                 return
