@@ -168,10 +168,7 @@ class Broker(ObjectTables, PagingMixin, Banana):
             maxBrokerRefs = type(self).maxBrokerRefs  # a subclass's own default
         if maxBrokerRefs is not None:
             limits = limits.replace(maxBrokerRefs=maxBrokerRefs)
-        self.limits = limits
-        self.sizeLimit = limits.maxStringSize
-        self.maxDepth = limits.maxDepth
-        self.maxMessageSize = limits.maxMessageSize
+        self.limits = limits  # Banana reads the codec's limits from here too
         self._runningCalls = 0  # incoming calls whose answer is not ready yet
         self._throttle = ReadThrottle(None)
         PagingMixin.__init__(self)

@@ -14,6 +14,7 @@ connection's ``SecurityOptions`` produce and accept exactly those forms.
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,11 @@ def _unjellyFlat(sexp: list[Any]) -> tuple[bool, Any]:
         except UnicodeDecodeError:
             return False, None
     return False, None
+
+
+_PROBED: weakref.WeakKeyDictionary[Any, dict[type, tuple[bool, bool]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class ObjectTables:
@@ -170,7 +176,20 @@ class ObjectTables:
             self.unserializingPerspective = saved
 
     def _probeFastPaths(self) -> tuple[bool, bool]:
-        """Use the scalar shortcuts only if jelly itself agrees with them here."""
+        """Use the scalar shortcuts only if jelly itself agrees with them here.
+
+        The answer depends on the broker's class and its security options, so it is worked
+        out once per pair, not for every connection.
+        """
+        try:
+            known = _PROBED.setdefault(self.security, {})
+        except TypeError:  # security options that cannot be weakly referenced: probe each time
+            return self._probe()
+        if type(self) not in known:
+            known[type(self)] = self._probe()
+        return known[type(self)]
+
+    def _probe(self) -> tuple[bool, bool]:
         sample = (1, 1.5, b"b", "s", None)
         expected = [b"tuple", 1, 1.5, b"b", [b"unicode", b"s"], [b"None"]]
         try:
