@@ -20,7 +20,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 DOCS = Path(__file__).parent.parent / "docs"
 HOWTOS = ["first-server", "references", "copyable", "cacheable", "errors", "async", "auth"]
 # Pages whose code all comes from examples/ (upgrading.md's samples are run by test_rebuild.py).
-PAGES = [f"howto-{name}" for name in HOWTOS] + ["tutorial", "migration"]
+PAGES = [f"howto-{name}" for name in HOWTOS] + ["tutorial", "migration", "security"]
 TIMEOUT = 30.0
 
 
@@ -263,3 +263,34 @@ def test_howto_includes_resolve(page: str) -> None:
 @pytest.mark.parametrize("page", PAGES)
 def test_howto_has_no_free_floating_python(page: str) -> None:
     assert "```python" not in (DOCS / f"{page}.md").read_text()
+
+
+def test_limits_server_serves_within_its_limits(serve: Callable[[str], Server]) -> None:
+    server = serve("limits_server.py")
+    assert run_client("echo_client.py", server.endpoint, "bounded") == ["echo: bounded"]
+
+
+def test_limits_server_drops_a_client_whose_message_is_too_big(
+    serve: Callable[[str], Server],
+) -> None:
+    server = serve("limits_server.py")
+    big_call = (
+        "import sys\n"
+        "from twisted.internet import defer, endpoints, task\n"
+        "from spread import pb\n"
+        "async def main(reactor):\n"
+        "    factory = pb.PBClientFactory()\n"
+        "    await endpoints.clientFromString(reactor, sys.argv[1]).connect(factory)\n"
+        "    root = await factory.getRootObject()\n"
+        "    try:\n"
+        "        await root.callRemote('echo', ['x' * 600_000, 'y' * 600_000])\n"
+        "    except pb.PBConnectionLost:\n"
+        "        print('dropped')\n"
+        "task.react(lambda reactor: defer.ensureDeferred(main(reactor)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", big_call, server.endpoint],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert done.stdout == "dropped\n", done.stderr
+    assert run_client("echo_client.py", server.endpoint) == ["echo: hello"]
