@@ -4,17 +4,14 @@ an ephemeral port, its client in another, checked by what they print."""
 from __future__ import annotations
 
 import ast
-import os
-import queue
 import re
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support import Program, run_program
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 DOCS = Path(__file__).parent.parent / "docs"
@@ -24,56 +21,12 @@ PAGES = [f"howto-{name}" for name in HOWTOS] + ["tutorial", "migration", "securi
 TIMEOUT = 30.0
 
 
-class Server:
-    """An example server in a child process, its stdout read line by line as it comes."""
+class Server(Program):
+    """An example server on an ephemeral port; ``endpoint`` is how clients reach it."""
 
     def __init__(self, script: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-u", str(EXAMPLES / script), "tcp:0:interface=127.0.0.1"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        self.lines: list[str] = []
-        self._incoming: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        port = self.expect(r"listening on port (\d+)").group(1)
-        self.endpoint = f"tcp:host=127.0.0.1:port={port}"
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            self._incoming.put(raw.decode("utf-8", "replace").rstrip("\n"))
-        self._incoming.put(None)
-
-    def expect(self, pattern: str) -> re.Match[str]:
-        """The first line matching ``pattern`` (a regex), waiting at most TIMEOUT seconds."""
-        for seen in self.lines:
-            if found := re.search(pattern, seen):
-                return found
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                line = self._incoming.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r}; got {self.lines}") from None
-            if line is None:
-                raise AssertionError(f"server ended without {pattern!r}; got {self.lines}")
-            self.lines.append(line)
-            if found := re.search(pattern, line):
-                return found
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(TIMEOUT)
-        for stream in (self.process.stdout, self.process.stderr):
-            assert stream is not None
-            stream.close()
+        super().__init__(script, "tcp:0:interface=127.0.0.1")
+        self.endpoint = f"tcp:host=127.0.0.1:port={self.port()}"
 
 
 @pytest.fixture
@@ -92,14 +45,7 @@ def serve() -> Iterator[Callable[[str], Server]]:
 
 def run_client(script: str, *args: str) -> list[str]:
     """Run an example client to completion; the lines it printed. It must exit 0."""
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=TIMEOUT,
-    )
-    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")
-    return done.stdout.decode().splitlines()
+    return run_program(script, *args)
 
 
 def test_echo_client_prints_the_echo(serve: Callable[[str], Server]) -> None:
