@@ -359,7 +359,7 @@ async def _demo_calls(reactor: Any, root: Any, timeout: float) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spread",
-        description="spread: Perspective Broker for Python, wire-compatible with twisted.spread.",
+        description="spread: Perspective Broker for Python, wire-compatible with Twisted's PB.",
         epilog=MAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     call_parser = commands.add_parser(
         "call",
         help="call a method on the root object of any PB server and print the answer",
-        description="Connect to a PB server (spread or twisted.spread), call METHOD on its\n"
+        description="Connect to a PB server (spread or Twisted's PB), call METHOD on its\n"
         "root object with ARGS and print the answer.",
         epilog=CALL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

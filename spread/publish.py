@@ -1,4 +1,4 @@
-"""Published objects whose copies persist across sessions (``twisted.spread.publish``).
+"""Published objects whose copies persist across sessions (as in Twisted's PB ``publish``).
 
 A ``Publishable`` travels as a cache carrying a timestamp. The receiving
 ``RemotePublished`` keeps the last full state it saw in a file

@@ -1,4 +1,4 @@
-"""Live code reload: new code for running objects without a restart (``twisted.python.rebuild``).
+"""Live code reload: running objects take new code without a restart (as Twisted's ``rebuild``).
 
 ``rebuild(module)`` re-executes the module's source and moves what already
 exists onto the new code: live instances of its classes take the new classes

@@ -1,4 +1,4 @@
-"""Versioned state: old data meets new code (``twisted.persisted.styles``).
+"""Versioned state: old data meets new code (the counterpart of Twisted's persisted ``styles``).
 
 A ``Versioned`` class numbers the layout of its instance state with the class
 attribute ``persistenceVersion``. State saved by an older layout carries the
