@@ -54,7 +54,7 @@ from spread._wirenames import COPYABLE_FAILURE
 from spread.banana import Banana
 from spread.flavors import NoSuchMethod
 from spread.jelly import InsecureJelly, Jellyable, globalSecurity
-from spread.limits import Limits
+from spread.limits import Limits, withBrokerRefs
 
 _log = Logger()
 
@@ -163,12 +163,10 @@ class Broker(ObjectTables, PagingMixin, Banana):
         reactor: Any = None,
     ) -> None:
         Banana.__init__(self, isClient)
-        limits = Limits() if limits is None else limits
         if maxBrokerRefs is None and type(self).maxBrokerRefs != MAX_BROKER_REFS:
             maxBrokerRefs = type(self).maxBrokerRefs  # a subclass's own default
-        if maxBrokerRefs is not None:
-            limits = limits.replace(maxBrokerRefs=maxBrokerRefs)
-        self.limits = limits  # Banana reads the codec's limits from here too
+        self.limits = withBrokerRefs(limits, maxBrokerRefs)  # Banana reads its limits here too
+        limits = self.limits
         self._runningCalls = 0  # incoming calls whose answer is not ready yet
         self._throttle = ReadThrottle(None)
         PagingMixin.__init__(self)

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_PENDING_CALLS",
     "SIZE_LIMIT",
     "Limits",
+    "withBrokerRefs",
 ]
 
 MAX_PENDING_CALLS = 1000
@@ -70,3 +71,9 @@ class Limits:
     def replace(self, **changes: int) -> Limits:
         """Return a copy with some limits changed, e.g. ``limits.replace(maxDepth=50)``."""
         return replace(self, **changes)
+
+
+def withBrokerRefs(limits: Limits | None, maxBrokerRefs: int | None) -> Limits:
+    """``limits`` (``Limits()`` if None) with Twisted's older ``maxBrokerRefs`` knob, if given."""
+    chosen = Limits() if limits is None else limits
+    return chosen if maxBrokerRefs is None else chosen.replace(maxBrokerRefs=maxBrokerRefs)

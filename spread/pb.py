@@ -62,7 +62,7 @@ from spread.flavors import (
 )
 from spread.interfaces import IJellyable, IUnjellyable
 from spread.jelly import globalSecurity, jelly, unjelly
-from spread.limits import Limits
+from spread.limits import Limits, withBrokerRefs
 
 portno = 8787
 """The port PB examples traditionally use."""
@@ -100,14 +100,6 @@ class AsReferenceable(Referenceable):
         )
 
 
-def _limits(limits: Limits | None, maxBrokerRefs: int | None) -> Limits:
-    """The limits a factory gives its connections; ``maxBrokerRefs`` is Twisted's older knob."""
-    chosen = Limits() if limits is None else limits
-    if maxBrokerRefs is not None:
-        chosen = chosen.replace(maxBrokerRefs=maxBrokerRefs)
-    return chosen
-
-
 class PBClientFactory(protocol.ClientFactory):
     """Connects to a PB server; ``getRootObject()`` gives the server's root reference.
 
@@ -125,7 +117,7 @@ class PBClientFactory(protocol.ClientFactory):
     ) -> None:
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
-        self.limits = _limits(limits, maxBrokerRefs)
+        self.limits = withBrokerRefs(limits, maxBrokerRefs)
         self.maxBrokerRefs = self.limits.maxBrokerRefs
         self._reset()
 
@@ -211,7 +203,7 @@ class PBServerFactory(protocol.ServerFactory):
         self.root: Any = IPBRoot(root)
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
-        self.limits = _limits(limits, maxBrokerRefs)
+        self.limits = withBrokerRefs(limits, maxBrokerRefs)
         self.maxBrokerRefs = self.limits.maxBrokerRefs
 
     def buildProtocol(self, addr: Any) -> Broker:

@@ -5,7 +5,6 @@ initial state, observe_ updates, decache -> stoppedObserving, and connection los
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,14 +33,6 @@ RECEIVER_SAYS = [
     "dropping pond",
 ]
 TWISTED = PEERS / "twisted_duckpond.py"
-
-
-@pytest.fixture
-def programs() -> Iterator[list[Program]]:
-    started: list[Program] = []
-    yield started
-    for program in reversed(started):
-        program.stop()
 
 
 def start(programs: list[Program], script: Any, *args: str) -> Program:

@@ -3,18 +3,8 @@ a server and clients in their own processes, checked by what they print."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from support import TIMEOUT, Program
-
-
-@pytest.fixture
-def programs() -> Iterator[list[Program]]:
-    started: list[Program] = []
-    yield started
-    for program in reversed(started):
-        program.stop()
 
 
 @pytest.fixture
