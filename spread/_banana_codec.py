@@ -13,6 +13,8 @@ import struct
 from collections.abc import Mapping
 from typing import Any, Final
 
+from spread._native import speedups as _speedups
+
 # -- limits ------------------------------------------------------------------------------
 
 SIZE_LIMIT: Final = 640 * 1024
@@ -166,10 +168,22 @@ class Encoder:
     def encode(self, obj: object) -> bytes:
         """The banana bytes for ``obj``; raises ``BananaError`` (and sends nothing) if it cannot.
 
-        This is the hot path of every call sent. The two helpers are closures so the
-        settings are fast cell variables, and the common leaves (short strings,
-        symbols, small ints, floats) are handled inside the list loop itself.
+        This is the hot path of every call sent. The C accelerator, where built, writes
+        the usual values and leaves everything else (errors included) to the Python code
+        below. There the two helpers are closures so the settings are fast cell
+        variables, and the common leaves (short strings, symbols, small ints, floats)
+        are handled inside the list loop itself.
         """
+        if _speedups is not None:
+            data: bytes | None = _speedups.encode(
+                obj, self._symbols, self.size_limit, self.prefix_limit, self.max_depth
+            )
+            if data is not None:
+                return data
+        return self._encodePython(obj)
+
+    def _encodePython(self, obj: object) -> bytes:
+        """``encode`` in pure Python: the reference, and the judge of anything unusual."""
         parts: list[bytes] = []
         append = parts.append
         symbols = self._symbols
@@ -182,6 +196,8 @@ class Encoder:
         int_token = self._int_token
         # Lengths up to this take the one-byte-header fast path (the size limit may be lower).
         small = min(127, size_limit)
+        # Ints from 128 to 16383 take a two-digit fast path, if two digits are allowed.
+        two_digits = 16384 if self.prefix_limit >= 2 else 128
 
         def put_list(items: list[Any] | tuple[Any, ...], depth: int) -> None:
             count = len(items)
@@ -230,7 +246,7 @@ class Encoder:
                                 append(second_token)
                                 continue
                     put_list(item, depth + 1)
-                elif kind is int and 0 <= item < 16384:
+                elif kind is int and 0 <= item < two_digits:
                     if item < 128:
                         append(_INT_TOKENS[item])
                     else:
@@ -317,6 +333,24 @@ _HEADER_DIGITS = re.compile(rb"[\x00-\x7f]*")
 _PADDING = b"\0\0\0\0"  # appended to each buffer decoded: header digits, never mistaken for data
 
 
+# The C scanner's error codes (see spread/_speedups.c); the messages are written here.
+_ERR_PREFIX, _ERR_TOO_LONG, _ERR_DEPTH, _ERR_SYMBOL, _ERR_TYPE, _ERR_TOO_BIG = range(1, 7)
+
+_C_LIMIT: Final = 2**62
+"""Limits at or above this (or negative) make a decoder use the Python scanner."""
+
+
+def _symbolTable(vocabulary: Mapping[int, bytes] | None) -> tuple[bytes | None, ...] | None:
+    """``vocabulary`` as a tuple indexed by number, for the C scanner; None if it is not one."""
+    table: list[bytes | None] = []
+    for number, word in (vocabulary or {}).items():
+        if type(number) is not int or not 0 <= number < 4096 or type(word) is not bytes:
+            return None
+        table.extend([None] * (number + 1 - len(table)))
+        table[number] = word
+    return tuple(table)
+
+
 class Decoder:
     """Incremental banana decoder: ``feed(bytes)`` returns the top-level expressions completed.
 
@@ -329,8 +363,8 @@ class Decoder:
     """
 
     __slots__ = (
-        "_failure", "_needed", "_open", "_partial", "_tail",
-        "max_depth", "max_message_size", "prefix_limit", "size_limit", "vocabulary",
+        "_failure", "_needed", "_open", "_partial", "_symbols", "_tail", "_vocabulary",
+        "max_depth", "max_message_size", "prefix_limit", "size_limit",
     )  # fmt: skip
 
     def __init__(
@@ -356,6 +390,16 @@ class Decoder:
         self._failure: BananaError | None = None
 
     @property
+    def vocabulary(self) -> Mapping[int, bytes] | None:
+        """Symbol number to string; settable (a connection switches it once a dialect is chosen)."""
+        return self._vocabulary
+
+    @vocabulary.setter
+    def vocabulary(self, vocabulary: Mapping[int, bytes] | None) -> None:
+        self._vocabulary = vocabulary
+        self._symbols = _symbolTable(vocabulary)
+
+    @property
     def pending(self) -> bool:
         """Whether bytes have arrived that no returned expression accounts for yet."""
         return bool(self._tail) or len(self._open) > 1
@@ -378,22 +422,47 @@ class Decoder:
             tail += data
             if len(tail) < self._needed:
                 return []
-            # One copy per feed that can make progress; the padding lets the hot
-            # loop peek a few bytes ahead without a bounds check.
-            tail += _PADDING
-            buffer = bytes(tail)
+            buffer: bytes | bytearray = tail
         elif not data:
             return []
         else:
-            buffer = bytes(data) + _PADDING
+            buffer = data if type(data) is bytes else bytes(data)
         try:
             return self._decode(buffer, -1 if max_expressions is None else max_expressions)
         except BananaError as e:
             self._failure = e
             raise
 
-    def _decode(self, buf: bytes, wanted: int) -> list[object]:
-        """The hot loop; ``buf`` ends with ``_PADDING``. Stops after ``wanted`` expressions.
+    def _decode(self, buf: bytes | bytearray, wanted: int) -> list[object]:
+        """Decode ``buf`` (the tail kept from before, then new bytes); stop after ``wanted``."""
+        out: list[object] = []
+        end = len(buf)
+        self._open[0] = (out, wanted)
+        if _speedups is not None and self._cScannable():
+            pos, needed, last_done, error, detail, length = _speedups.scan(
+                buf, end, self._open, self._symbols, self.size_limit, self.prefix_limit,
+                self.max_depth, self.max_message_size, self._partial,
+            )
+            if error:
+                raise BananaError(self._scanError(error, detail, length))
+        else:
+            # One copy per feed that can make progress; the padding lets the hot
+            # loop peek a few bytes ahead without a bounds check.
+            pos, needed, last_done = self._scan(bytes(buf) + _PADDING, end)
+        self._tail = bytearray(buf[pos:end])
+        self._needed = needed - pos
+        self._checkMessageSize(pos, last_done)
+        return out
+
+    def _cScannable(self) -> bool:
+        """Whether the C scanner takes this decoder's settings (any sane ones)."""
+        limits = (self.size_limit, self.prefix_limit, self.max_depth, self.max_message_size)
+        return self._symbols is not None and all(
+            type(limit) is int and 0 <= limit < _C_LIMIT for limit in limits
+        )
+
+    def _scan(self, buf: bytes, end: int) -> tuple[int, int, int]:
+        """The hot loop in pure Python: (position reached, bytes needed, last message end).
 
         Most elements have a one-byte header (the first branch) and are handled
         without a function call; two-digit headers are the second most common.
@@ -401,17 +470,17 @@ class Decoder:
         0x83 NEG, 0x84 FLOAT, 0x85 LONGINT, 0x86 LONGNEG, 0x87 VOCAB): constants
         are cheaper than global lookups, once per element.
         """
-        end = len(buf) - len(_PADDING)
         pos = 0
         needed = 0
         vocabulary = self.vocabulary or {}
         max_depth = self.max_depth
         size_limit = self.size_limit
-        # A one-digit header skips the general path, unless it could break the size limit.
-        small = min(127, size_limit)
-        out: list[object] = []
+        # A one-digit header skips the general path, unless it could break the size
+        # limit or the prefix limit; two digits likewise.
+        small = min(127, size_limit) if self.prefix_limit >= 1 else -1
+        two_digits = self.prefix_limit >= 2
         stack = self._open
-        stack[0] = (out, wanted)
+        out = stack[0][0]
         items, remaining = stack.pop()  # the innermost open list and how many it still needs
         last_done = -1  # where the last top-level list completed in ``buf``
         max_size = self.max_message_size
@@ -422,7 +491,7 @@ class Decoder:
                 start = pos + 2
             elif count == 0x84:  # a float has no header
                 kind, count, start = 0x84, 0, pos + 1
-            elif kind < 0x80 and count < 0x80 and buf[pos + 2] >= 0x80:
+            elif kind < 0x80 and count < 0x80 and buf[pos + 2] >= 0x80 and two_digits:
                 # Two digits: ints from 128, strings and lists from 128 elements.
                 count |= kind << 7
                 kind = buf[pos + 2]
@@ -443,10 +512,7 @@ class Decoder:
                 pos = stop
             elif kind == 0x80:
                 if len(stack) >= max_depth:
-                    raise BananaError(
-                        f"lists nested more than {max_depth} deep; refused (the limit is"
-                        " Decoder(max_depth=...) or Banana.maxDepth)"
-                    )
+                    raise BananaError(self._tooDeep())
                 pos = start
                 if count == 2 and buf[pos + 1] == 0x82 and buf[pos] <= small and stack:
                     # A pair of short strings ([b"unicode", b"text"], jelly's commonest
@@ -485,7 +551,7 @@ class Decoder:
                 items.append(-count)
                 pos = start
             else:
-                raise BananaError(f"unknown element type byte 0x{kind:02x}; this is not banana")
+                raise BananaError(self._unknownType(kind))
             remaining -= 1
             if not remaining:
                 # The innermost list is complete: close it and every parent it completes.
@@ -501,10 +567,21 @@ class Decoder:
                 if not remaining:  # the top level itself: ``wanted`` expressions decoded
                     break
         stack.append((items, remaining))
-        self._tail = bytearray(buf[pos:end])
-        self._needed = needed - pos
-        self._checkMessageSize(pos, last_done)
-        return out
+        return pos, needed, last_done
+
+    def _scanError(self, error: int, detail: Any, length: Any) -> str:
+        """The message for an error code of the C scanner (the Python scanner's words)."""
+        if error == _ERR_PREFIX:
+            return self._prefixTooLong()
+        if error == _ERR_TOO_LONG:
+            return self._too_long(detail, length)
+        if error == _ERR_DEPTH:
+            return self._tooDeep()
+        if error == _ERR_SYMBOL:
+            return self._unknown_symbol(detail)
+        if error == _ERR_TYPE:
+            return self._unknownType(detail)
+        return self._too_big(self.max_message_size)
 
     def _checkMessageSize(self, pos: int, last_done: int) -> None:
         """Refuse an incomplete expression that has grown past ``max_message_size``."""
@@ -532,10 +609,7 @@ class Decoder:
         digits = _HEADER_DIGITS.match(buf, pos, min(end, pos + limit + 1))
         digits_end = digits.end() if digits else pos
         if digits_end - pos > limit:
-            raise BananaError(
-                f"element header longer than {limit} digits; refused (the limit is"
-                " Decoder(prefix_limit=...) or Banana.prefixLimit)"
-            )
+            raise BananaError(self._prefixTooLong())
         if digits_end == end:
             return -1, 0, end
         value = 0
@@ -545,6 +619,22 @@ class Decoder:
         if type_byte in (STRING, LIST) and value > self.size_limit:
             raise BananaError(self._too_long(type_byte, value))
         return type_byte, value, digits_end + 1
+
+    def _prefixTooLong(self) -> str:
+        return (
+            f"element header longer than {self.prefix_limit} digits; refused (the limit is"
+            " Decoder(prefix_limit=...) or Banana.prefixLimit)"
+        )
+
+    def _tooDeep(self) -> str:
+        return (
+            f"lists nested more than {self.max_depth} deep; refused (the limit is"
+            " Decoder(max_depth=...) or Banana.maxDepth)"
+        )
+
+    @staticmethod
+    def _unknownType(type_byte: int) -> str:
+        return f"unknown element type byte 0x{type_byte:02x}; this is not banana"
 
     def _too_long(self, type_byte: int, length: int) -> str:
         what = f"list of {length} elements" if type_byte == LIST else f"string of {length} bytes"

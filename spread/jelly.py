@@ -28,6 +28,7 @@ passes on unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from spread import _jelly_base
@@ -49,6 +50,7 @@ from spread._jelly_base import (
 from spread._jelly_forms import upgradeIfVersioned
 from spread._jelly_in import MAX_DEPTH, Unjellier
 from spread._jelly_out import Jellier
+from spread._native import speedups as _speedups
 
 # Users know these classes as spread.jelly.*; so do the dotted names jelly writes.
 for _public in (
@@ -100,9 +102,34 @@ def unjelly(
     ``allowBasicTypes()``). Raises ``InsecureJelly`` for anything refused or malformed.
     ``persistentLoad(id, unjellier)`` rebuilds ``[b"persistent", id]`` forms.
     """
+    if _speedups is not None and type(sexp) is list:
+        # Basic forms only, in C; anything else (or anything wrong) and Python starts over.
+        value = _speedups.unjelly(sexp, _builtinForms(taster, invoker), maxDepth)
+        if value is not NotImplemented:
+            return value
     if taster is None:
         taster = _jelly_base.basicSecurity()
     return Unjellier(taster, persistentLoad, invoker, maxDepth).unjellyRoot(sexp)
+
+
+_BASIC = _jelly_base.basicSecurity()  # what taster=None allows (read, never changed)
+
+
+def _builtinForms(taster: Any, invoker: Any) -> Callable[[bytes], bool]:
+    """Whether a tag means its built-in form in one unjelly call, as the Unjellier decides:
+    not taken by the invoker's own forms nor by a registered class, and allowed."""
+    taster = _BASIC if taster is None else taster
+    protocol = getattr(invoker, "protocolUnjellyables", None) or {}
+
+    def builtin(tag: bytes) -> bool:
+        return (
+            tag not in protocol
+            and tag not in unjellyableRegistry
+            and tag not in unjellyableFactoryRegistry
+            and bool(taster.isTypeAllowed(tag))
+        )
+
+    return builtin
 
 
 def getInstanceState(inst: Any, jellier: Any) -> Any:

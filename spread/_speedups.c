@@ -1,0 +1,971 @@
+/* spread._speedups: the codec's and the unjellier's hot loops in C.
+ *
+ * Optional: spread works the same without it (the pure-Python code in _banana_codec.py and
+ * _jelly_in.py is the reference, and the tests compare the two). Three functions:
+ *
+ *   encode(obj, symbols, size_limit, prefix_limit, max_depth) -> bytes | None
+ *       Banana bytes for obj, or None whenever the Python encoder must decide: a limit is
+ *       exceeded, a type is not exactly list/tuple/bytes/int/bool/float, an int is too large.
+ *       So every error message (and every unusual value) stays with the Python code.
+ *
+ *   scan(buf, end, stack, symbols, size_limit, prefix_limit, max_depth, max_size, partial)
+ *       -> (pos, needed, last_done, error, detail1, detail2)
+ *       One pass of Decoder._decode over buf[:end], with the same stack of (list, remaining)
+ *       pairs. error is 0, or a code whose message the Python side writes (see ERR_*).
+ *
+ *   unjelly(sexp, allowed, max_depth) -> object | NotImplemented
+ *       The value of an s-expression made only of basic forms (unicode, None, boolean, list,
+ *       tuple, dictionary, set, frozenset and atoms), or NotImplemented for anything else, in
+ *       which case the Python unjellier starts over and decides. allowed(tag) says whether a
+ *       tag means its built-in form for this call (taster, registries, invoker); it is asked
+ *       once per tag.
+ *
+ * Nothing here keeps state between calls.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define T_LIST 0x80
+#define T_INT 0x81
+#define T_STRING 0x82
+#define T_NEG 0x83
+#define T_FLOAT 0x84
+#define T_LONGINT 0x85
+#define T_LONGNEG 0x86
+#define T_VOCAB 0x87
+
+#define INT_MAX_31 2147483647LL /* above: large int (0x85) */
+#define NEG_MAX_31 2147483648LL /* magnitudes above: large negative (0x86) */
+
+/* The C encoder and unjellier recurse (a few hundred bytes of C stack a level, within even a
+ * small thread stack); past this many levels they leave the work to Python,
+ * whose own limits (and RecursionError handling) then decide. */
+#define C_RECURSION_CAP 1000
+
+/* ------------------------------------------------------------------------------------------ */
+/* encoding                                                                                     */
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+    PyObject *symbols;  /* dict: bytes -> whole token (bytes) */
+    Py_ssize_t size_limit;
+    Py_ssize_t prefix_limit;
+    Py_ssize_t max_depth;
+    char inline_buf[1024];
+} Out;
+
+static int
+out_reserve(Out *out, Py_ssize_t extra)
+{
+    Py_ssize_t need = out->len + extra;
+    if (need <= out->cap)
+        return 0;
+    Py_ssize_t cap = out->cap * 2;
+    if (cap < need)
+        cap = need;
+    char *data;
+    if (out->data == out->inline_buf) {
+        data = PyMem_Malloc(cap);
+        if (data != NULL)
+            memcpy(data, out->inline_buf, out->len);
+    }
+    else {
+        data = PyMem_Realloc(out->data, cap);
+    }
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    out->data = data;
+    out->cap = cap;
+    return 0;
+}
+
+/* Append a header (base-128 digits, least significant first) and its type byte. */
+static int
+put_header(Out *out, unsigned long long magnitude, unsigned char type_byte)
+{
+    if (out_reserve(out, 11) < 0)
+        return -1;
+    char *p = out->data + out->len;
+    do {
+        *p++ = (char)(magnitude & 0x7F);
+        magnitude >>= 7;
+    } while (magnitude);
+    *p++ = (char)type_byte;
+    out->len = p - out->data;
+    return 0;
+}
+
+static int
+digits_for(unsigned long long magnitude)
+{
+    int n = 1;
+    while (magnitude >>= 7)
+        n++;
+    return n;
+}
+
+/* 1: written; 0: the Python encoder must decide; -1: a Python error is set. */
+static int encode_value(Out *out, PyObject *obj, Py_ssize_t depth);
+
+static int
+encode_int(Out *out, PyObject *obj)
+{
+    int overflow = 0;
+    long long value = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (value == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow)
+        return 0;
+    unsigned long long magnitude;
+    unsigned char type_byte;
+    if (value >= 0) {
+        magnitude = (unsigned long long)value;
+        type_byte = value <= INT_MAX_31 ? T_INT : T_LONGINT;
+    }
+    else {
+        magnitude = (unsigned long long)(-(value + 1)) + 1;
+        type_byte = magnitude <= (unsigned long long)NEG_MAX_31 ? T_NEG : T_LONGNEG;
+    }
+    /* Python writes 0..127 in one digit whatever the prefix limit; past the limit it decides. */
+    if (!(value >= 0 && value < 128) && digits_for(magnitude) > out->prefix_limit)
+        return 0;
+    return put_header(out, magnitude, type_byte) < 0 ? -1 : 1;
+}
+
+static int
+encode_bytes(Out *out, PyObject *obj)
+{
+    PyObject *token = PyDict_GetItemWithError(out->symbols, obj);
+    if (token != NULL) {
+        if (!PyBytes_CheckExact(token))
+            return 0;
+        Py_ssize_t n = PyBytes_GET_SIZE(token);
+        if (out_reserve(out, n) < 0)
+            return -1;
+        memcpy(out->data + out->len, PyBytes_AS_STRING(token), n);
+        out->len += n;
+        return 1;
+    }
+    if (PyErr_Occurred())
+        return -1;
+    Py_ssize_t n = PyBytes_GET_SIZE(obj);
+    if (n > out->size_limit)
+        return 0;
+    if (put_header(out, (unsigned long long)n, T_STRING) < 0 || out_reserve(out, n) < 0)
+        return -1;
+    memcpy(out->data + out->len, PyBytes_AS_STRING(obj), n);
+    out->len += n;
+    return 1;
+}
+
+static int
+encode_float(Out *out, PyObject *obj)
+{
+    double value = PyFloat_AS_DOUBLE(obj);
+    uint64_t bits;
+    memcpy(&bits, &value, 8);
+    if (out_reserve(out, 9) < 0)
+        return -1;
+    unsigned char *p = (unsigned char *)out->data + out->len;
+    p[0] = T_FLOAT;
+    for (int i = 8; i >= 1; i--) {
+        p[i] = (unsigned char)(bits & 0xFF);
+        bits >>= 8;
+    }
+    out->len += 9;
+    return 1;
+}
+
+static int
+encode_sequence(Out *out, PyObject *const *items, Py_ssize_t count, Py_ssize_t depth)
+{
+    if (count > out->size_limit || depth > out->max_depth || depth > C_RECURSION_CAP)
+        return 0;
+    if (put_header(out, (unsigned long long)count, T_LIST) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int done = encode_value(out, items[i], depth);
+        if (done <= 0)
+            return done;
+    }
+    return 1;
+}
+
+static int
+encode_value(Out *out, PyObject *obj, Py_ssize_t depth)
+{
+    PyTypeObject *kind = Py_TYPE(obj);
+    if (kind == &PyBytes_Type)
+        return encode_bytes(out, obj);
+    if (kind == &PyList_Type) {
+        /* A list may change under us only through user code, and none runs here. */
+        return encode_sequence(out, ((PyListObject *)obj)->ob_item, PyList_GET_SIZE(obj),
+                               depth + 1);
+    }
+    if (kind == &PyTuple_Type)
+        return encode_sequence(out, ((PyTupleObject *)obj)->ob_item, PyTuple_GET_SIZE(obj),
+                               depth + 1);
+    if (kind == &PyLong_Type || kind == &PyBool_Type)
+        return encode_int(out, obj);
+    if (kind == &PyFloat_Type)
+        return encode_float(out, obj);
+    return 0;
+}
+
+static PyObject *
+speedups_encode(PyObject *module, PyObject *args)
+{
+    PyObject *obj, *symbols;
+    Out out;
+    if (!PyArg_ParseTuple(args, "OO!nnn", &obj, &PyDict_Type, &symbols, &out.size_limit,
+                          &out.prefix_limit, &out.max_depth))
+        return NULL;
+    out.data = out.inline_buf;
+    out.len = 0;
+    out.cap = sizeof(out.inline_buf);
+    out.symbols = symbols;
+    int done = encode_value(&out, obj, 0);
+    PyObject *result = NULL;
+    if (done > 0)
+        result = PyBytes_FromStringAndSize(out.data, out.len);
+    else if (done == 0)
+        result = Py_NewRef(Py_None);
+    if (out.data != out.inline_buf)
+        PyMem_Free(out.data);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* decoding                                                                                     */
+
+/* Error codes for scan(); the Python Decoder turns each into its message. */
+#define ERR_NONE 0
+#define ERR_PREFIX 1   /* header longer than prefix_limit digits */
+#define ERR_TOO_LONG 2 /* detail1: type byte, detail2: announced length */
+#define ERR_DEPTH 3    /* lists nested deeper than max_depth */
+#define ERR_SYMBOL 4   /* detail1: unknown vocabulary number */
+#define ERR_TYPE 5     /* detail1: unknown type byte */
+#define ERR_TOO_BIG 6  /* a message over max_size bytes */
+
+typedef struct {
+    PyObject *items;  /* owned */
+    Py_ssize_t remaining;
+} Level;
+
+/* Short strings repeat (jelly's tags, dict keys): within one scan, equal ones share an object. */
+#define STRING_CACHE_SLOTS 256
+#define STRING_CACHE_MAX_LENGTH 24
+
+typedef struct {
+    PyObject *slots[STRING_CACHE_SLOTS];
+} StringCache;
+
+static PyObject *
+cached_bytes(StringCache *cache, const unsigned char *data, Py_ssize_t n)
+{
+    if (n > STRING_CACHE_MAX_LENGTH || n < 2)
+        return PyBytes_FromStringAndSize((const char *)data, n);
+    unsigned int h = (unsigned int)n * 31u;
+    for (Py_ssize_t i = 0; i < n; i++)
+        h = h * 33u + data[i];
+    PyObject **slot = &cache->slots[h % STRING_CACHE_SLOTS];
+    PyObject *found = *slot;
+    if (found != NULL && PyBytes_GET_SIZE(found) == n &&
+        memcmp(PyBytes_AS_STRING(found), data, n) == 0)
+        return Py_NewRef(found);
+    PyObject *made = PyBytes_FromStringAndSize((const char *)data, n);
+    if (made != NULL) {
+        Py_XSETREF(*slot, Py_NewRef(made));
+    }
+    return made;
+}
+
+/* A header's value when it has more digits than fit in 63 bits: a Python int. */
+static PyObject *
+big_value(const unsigned char *digits, Py_ssize_t n)
+{
+    PyObject *value = PyLong_FromLong(0);
+    PyObject *seven = PyLong_FromLong(7);
+    if (value == NULL || seven == NULL)
+        goto fail;
+    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+        PyObject *shifted = PyNumber_Lshift(value, seven);
+        if (shifted == NULL)
+            goto fail;
+        PyObject *digit = PyLong_FromLong(digits[i]);
+        if (digit == NULL) {
+            Py_DECREF(shifted);
+            goto fail;
+        }
+        PyObject *next = PyNumber_Or(shifted, digit);
+        Py_DECREF(shifted);
+        Py_DECREF(digit);
+        if (next == NULL)
+            goto fail;
+        Py_SETREF(value, next);
+    }
+    Py_DECREF(seven);
+    return value;
+fail:
+    Py_XDECREF(value);
+    Py_XDECREF(seven);
+    return NULL;
+}
+
+/* Append to a list made by new_list (steals value). */
+static int
+list_push(PyObject *list, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    PyListObject *l = (PyListObject *)list;
+    Py_ssize_t size = Py_SIZE(l);
+    if (size < l->allocated) {
+        l->ob_item[size] = value;
+        Py_SET_SIZE(l, size + 1);
+        return 0;
+    }
+    int failed = PyList_Append(list, value);
+    Py_DECREF(value);
+    return failed;
+}
+
+/* An empty list with room for up to 16 of the count announced: announcing costs a peer
+ * nothing, so memory grows only with elements that really arrive. */
+static PyObject *
+new_list(Py_ssize_t count)
+{
+    Py_ssize_t room = count < 16 ? count : 16;
+    PyObject *list = PyList_New(room);
+    if (list != NULL)
+        Py_SET_SIZE((PyVarObject *)list, 0);
+    return list;
+}
+
+typedef struct {
+    /* the Python stack, as passed: levels opened by earlier calls */
+    PyObject *stack;
+    /* levels opened by this call, innermost last */
+    Level *levels;
+    Py_ssize_t depth;
+    Py_ssize_t capacity;
+} Stack;
+
+static Py_ssize_t
+stack_size(Stack *s)
+{
+    return PyList_GET_SIZE(s->stack) + s->depth;
+}
+
+static int
+stack_push(Stack *s, PyObject *items, Py_ssize_t remaining)
+{
+    if (s->depth == s->capacity) {
+        Py_ssize_t capacity = s->capacity ? s->capacity * 2 : 32;
+        Level *levels = PyMem_Realloc(s->levels, capacity * sizeof(Level));
+        if (levels == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->levels = levels;
+        s->capacity = capacity;
+    }
+    s->levels[s->depth].items = items;
+    s->levels[s->depth].remaining = remaining;
+    s->depth++;
+    return 0;
+}
+
+/* Pop the innermost level into *items (a new reference) and *remaining. */
+static int
+stack_pop(Stack *s, PyObject **items, Py_ssize_t *remaining)
+{
+    if (s->depth) {
+        s->depth--;
+        *items = s->levels[s->depth].items;
+        *remaining = s->levels[s->depth].remaining;
+        return 0;
+    }
+    Py_ssize_t last = PyList_GET_SIZE(s->stack) - 1;
+    PyObject *pair = PyList_GET_ITEM(s->stack, last);
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_SetString(PyExc_SystemError, "decoder stack holds something other than pairs");
+        return -1;
+    }
+    *remaining = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 1));
+    if (*remaining == -1 && PyErr_Occurred())
+        return -1;
+    *items = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
+    return PyList_SetSlice(s->stack, last, last + 1, NULL);
+}
+
+/* Give the levels this call opened back to the Python stack, as (list, remaining) pairs. */
+static int
+stack_flush(Stack *s)
+{
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < s->depth; i++) {
+        Level *level = &s->levels[i];
+        if (!failed) {
+            PyObject *pair = Py_BuildValue("(On)", level->items, level->remaining);
+            if (pair == NULL || PyList_Append(s->stack, pair) < 0)
+                failed = 1;
+            Py_XDECREF(pair);
+        }
+        Py_DECREF(level->items);
+    }
+    s->depth = 0;
+    PyMem_Free(s->levels);
+    s->levels = NULL;
+    return failed ? -1 : 0;
+}
+
+static PyObject *
+speedups_scan(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t end, size_limit, prefix_limit, max_depth, max_size, partial;
+    PyObject *stack_list, *symbols;
+    if (!PyArg_ParseTuple(args, "y*nO!Onnnnn", &view, &end, &PyList_Type, &stack_list,
+                          &symbols, &size_limit, &prefix_limit, &max_depth, &max_size,
+                          &partial))
+        return NULL;
+    if (!PyTuple_Check(symbols) || end < 0 || end > view.len ||
+        PyList_GET_SIZE(stack_list) < 1) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "scan: bad arguments");
+        return NULL;
+    }
+    const unsigned char *buf = view.buf;
+    Py_ssize_t symbol_count = PyTuple_GET_SIZE(symbols);
+    Stack stack = {stack_list, NULL, 0, 0};
+    StringCache cache;
+    memset(&cache, 0, sizeof(cache));
+
+    Py_ssize_t pos = 0, needed = 0, last_done = -1;
+    int error = ERR_NONE;
+    PyObject *detail1 = NULL, *detail2 = NULL;
+    PyObject *items = NULL, *out = NULL;
+    Py_ssize_t remaining;
+    int failed = 0; /* a Python exception is set */
+
+    /* The top level, slot 0, holds the list feed() returns (compared by identity only). */
+    PyObject *top = PyList_GET_ITEM(stack_list, 0);
+    if (!PyTuple_Check(top) || PyTuple_GET_SIZE(top) != 2) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "scan: the stack's first entry is not a pair");
+        return NULL;
+    }
+    out = PyTuple_GET_ITEM(top, 0);
+    if (stack_pop(&stack, &items, &remaining) < 0) {
+        failed = 1;
+        goto done;
+    }
+
+    while (pos < end) {
+        /* the header: base-128 digits, then a type byte */
+        Py_ssize_t p = pos;
+        unsigned long long count = 0;
+        int shift = 0;
+        while (p < end && buf[p] < 0x80) {
+            if (p - pos == prefix_limit) {
+                error = ERR_PREFIX;
+                goto done;
+            }
+            if (shift < 63)
+                count |= (unsigned long long)buf[p] << shift;
+            shift += 7;
+            p++;
+        }
+        if (p == end) {
+            needed = end + 1;
+            break;
+        }
+        Py_ssize_t digits = p - pos;
+        int big = digits > 9;
+        unsigned char kind = buf[p];
+        Py_ssize_t start = p + 1;
+        if (kind == T_STRING || kind == T_LIST) {
+            if (big || count > (unsigned long long)size_limit) {
+                error = ERR_TOO_LONG;
+                detail1 = PyLong_FromLong(kind);
+                detail2 = big ? big_value(buf + pos, digits) : PyLong_FromUnsignedLongLong(count);
+                if (detail1 == NULL || detail2 == NULL)
+                    failed = 1;
+                goto done;
+            }
+        }
+        PyObject *value;
+        switch (kind) {
+        case T_STRING: {
+            Py_ssize_t stop = start + (Py_ssize_t)count;
+            if (stop > end) {
+                needed = stop;
+                goto incomplete;
+            }
+            value = cached_bytes(&cache, buf + start, (Py_ssize_t)count);
+            if (list_push(items, value) < 0) {
+                failed = 1;
+                goto done;
+            }
+            pos = stop;
+            break;
+        }
+        case T_LIST:
+            if (stack_size(&stack) >= max_depth) {
+                error = ERR_DEPTH;
+                goto done;
+            }
+            pos = start;
+            if (count) {
+                PyObject *inner = new_list((Py_ssize_t)count);
+                if (inner == NULL || stack_push(&stack, items, remaining) < 0) {
+                    Py_XDECREF(inner);
+                    failed = 1;
+                    goto done;
+                }
+                items = inner;
+                remaining = (Py_ssize_t)count;
+                continue;
+            }
+            if (list_push(items, PyList_New(0)) < 0) {
+                failed = 1;
+                goto done;
+            }
+            break;
+        case T_VOCAB: {
+            PyObject *word = NULL;
+            if (!big && count < (unsigned long long)symbol_count)
+                word = PyTuple_GET_ITEM(symbols, (Py_ssize_t)count);
+            if (word == NULL || word == Py_None) {
+                error = ERR_SYMBOL;
+                detail1 = big ? big_value(buf + pos, digits) : PyLong_FromUnsignedLongLong(count);
+                if (detail1 == NULL)
+                    failed = 1;
+                goto done;
+            }
+            if (list_push(items, Py_NewRef(word)) < 0) {
+                failed = 1;
+                goto done;
+            }
+            pos = start;
+            break;
+        }
+        case T_INT:
+        case T_LONGINT:
+        case T_NEG:
+        case T_LONGNEG:
+            if (big)
+                value = big_value(buf + pos, digits);
+            else
+                value = PyLong_FromUnsignedLongLong(count);
+            if (value != NULL && (kind == T_NEG || kind == T_LONGNEG)) {
+                Py_SETREF(value, PyNumber_Negative(value));
+            }
+            if (list_push(items, value) < 0) {
+                failed = 1;
+                goto done;
+            }
+            pos = start;
+            break;
+        case T_FLOAT: {
+            Py_ssize_t stop = start + 8;
+            if (stop > end) {
+                needed = stop;
+                goto incomplete;
+            }
+            uint64_t bits = 0;
+            for (int i = 0; i < 8; i++)
+                bits = (bits << 8) | buf[start + i];
+            double number;
+            memcpy(&number, &bits, 8);
+            if (list_push(items, PyFloat_FromDouble(number)) < 0) {
+                failed = 1;
+                goto done;
+            }
+            pos = stop;
+            break;
+        }
+        default:
+            error = ERR_TYPE;
+            detail1 = PyLong_FromLong(kind);
+            if (detail1 == NULL)
+                failed = 1;
+            goto done;
+        }
+        remaining--;
+        if (!remaining) {
+            /* The innermost list is complete: close it and every parent it completes. */
+            while (!remaining && stack_size(&stack)) {
+                PyObject *finished = items;
+                if (stack_pop(&stack, &items, &remaining) < 0) {
+                    items = finished;
+                    failed = 1;
+                    goto done;
+                }
+                if (list_push(items, finished) < 0) {
+                    failed = 1;
+                    goto done;
+                }
+                remaining--;
+            }
+            if (items == out) { /* a whole message: was it within bounds? */
+                if (pos - (last_done >= 0 ? last_done : -partial) > max_size) {
+                    error = ERR_TOO_BIG;
+                    goto done;
+                }
+                last_done = pos;
+            }
+            if (!remaining)
+                break;
+        }
+    }
+incomplete:
+done:
+    if (items != NULL) {
+        if (stack_push(&stack, items, remaining) < 0)
+            failed = 1;
+        items = NULL;
+    }
+    if (stack_flush(&stack) < 0)
+        failed = 1;
+    for (int i = 0; i < STRING_CACHE_SLOTS; i++)
+        Py_XDECREF(cache.slots[i]);
+    PyBuffer_Release(&view);
+    if (failed) {
+        Py_XDECREF(detail1);
+        Py_XDECREF(detail2);
+        return NULL;
+    }
+    return Py_BuildValue("(nnniNN)", pos, needed, last_done, error,
+                         detail1 ? detail1 : Py_NewRef(Py_None),
+                         detail2 ? detail2 : Py_NewRef(Py_None));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* unjelly of the basic forms                                                                   */
+
+enum { TAG_UNICODE, TAG_NONE, TAG_BOOLEAN, TAG_LIST, TAG_TUPLE, TAG_DICTIONARY, TAG_SET,
+       TAG_FROZENSET, TAG_COUNT, TAG_OTHER = -1 };
+
+static const char *const TAG_NAMES[TAG_COUNT] = {
+    "unicode", "None", "boolean", "list", "tuple", "dictionary", "set", "frozenset",
+};
+
+/* Texts repeat too (dict keys, tags): the banana decoder shares the bytes of equal short
+ * strings, so within one call the str made from one bytes object is made once. */
+#define TEXT_CACHE_SLOTS 128
+#define TEXT_CACHE_MAX_LENGTH 24
+
+typedef struct {
+    PyObject *data; /* owned, compared by identity */
+    PyObject *text; /* owned */
+} TextSlot;
+
+typedef struct {
+    PyObject *allowed;  /* allowed(tag) -> bool */
+    TextSlot texts[TEXT_CACHE_SLOTS];
+    Py_ssize_t max_depth;
+    Py_ssize_t depth;
+    signed char verdict[TAG_COUNT]; /* -1 not asked yet, 0 refused, 1 built-in form */
+} Unjellier;
+
+static int
+tag_of(PyObject *tag)
+{
+    if (!PyBytes_CheckExact(tag))
+        return TAG_OTHER;
+    const char *s = PyBytes_AS_STRING(tag);
+    switch (PyBytes_GET_SIZE(tag)) {
+    case 3:
+        return memcmp(s, "set", 3) == 0 ? TAG_SET : TAG_OTHER;
+    case 4:
+        if (memcmp(s, "list", 4) == 0)
+            return TAG_LIST;
+        return memcmp(s, "None", 4) == 0 ? TAG_NONE : TAG_OTHER;
+    case 5:
+        return memcmp(s, "tuple", 5) == 0 ? TAG_TUPLE : TAG_OTHER;
+    case 7:
+        if (memcmp(s, "unicode", 7) == 0)
+            return TAG_UNICODE;
+        return memcmp(s, "boolean", 7) == 0 ? TAG_BOOLEAN : TAG_OTHER;
+    case 9:
+        return memcmp(s, "frozenset", 9) == 0 ? TAG_FROZENSET : TAG_OTHER;
+    case 10:
+        return memcmp(s, "dictionary", 10) == 0 ? TAG_DICTIONARY : TAG_OTHER;
+    default:
+        return TAG_OTHER;
+    }
+}
+
+/* Whether tag means its built-in form in this call: 1 yes, 0 no (or it could not be told). */
+static int
+tag_allowed(Unjellier *u, int tag, PyObject *tag_object)
+{
+    if (u->verdict[tag] < 0) {
+        PyObject *answer = PyObject_CallOneArg(u->allowed, tag_object);
+        int truth = answer == NULL ? -1 : PyObject_IsTrue(answer);
+        Py_XDECREF(answer);
+        if (truth < 0) {
+            PyErr_Clear(); /* the Python unjellier will meet the same error and report it */
+            truth = 0;
+        }
+        u->verdict[tag] = (signed char)truth;
+    }
+    return u->verdict[tag];
+}
+
+#define NOT_BASIC Py_NotImplemented
+
+/* A new reference to the value, NOT_BASIC (borrowed) to hand over to Python, or NULL. */
+static PyObject *unjelly_any(Unjellier *u, PyObject *sexp);
+
+static PyObject *
+unjelly_text(Unjellier *u, PyObject *sexp)
+{
+    if (PyList_GET_SIZE(sexp) != 2)
+        return NOT_BASIC;
+    PyObject *data = PyList_GET_ITEM(sexp, 1);
+    if (!PyBytes_CheckExact(data))
+        return NOT_BASIC;
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    TextSlot *slot = NULL;
+    if (n <= TEXT_CACHE_MAX_LENGTH) {
+        slot = &u->texts[((uintptr_t)data >> 4) % TEXT_CACHE_SLOTS];
+        if (slot->data == data)
+            return Py_NewRef(slot->text);
+    }
+    PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(data), n, NULL);
+    if (text == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return NULL;
+        PyErr_Clear(); /* Python explains */
+        return NOT_BASIC;
+    }
+    if (slot != NULL) {
+        Py_XSETREF(slot->data, Py_NewRef(data));
+        Py_XSETREF(slot->text, Py_NewRef(text));
+    }
+    return text;
+}
+
+/* The items sexp[1:] unjellied into a new list, NOT_BASIC, or NULL. */
+static PyObject *
+unjelly_items(Unjellier *u, PyObject *sexp)
+{
+    Py_ssize_t n = PyList_GET_SIZE(sexp) - 1;
+    PyObject *result = PyList_New(n);
+    if (result == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = unjelly_any(u, PyList_GET_ITEM(sexp, i + 1));
+        if (item == NULL || item == NOT_BASIC) {
+            Py_DECREF(result);
+            return item;
+        }
+        PyList_SET_ITEM(result, i, item);
+    }
+    return result;
+}
+
+static PyObject *
+unjelly_dictionary(Unjellier *u, PyObject *sexp)
+{
+    PyObject *result = PyDict_New();
+    if (result == NULL)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(sexp);
+    for (Py_ssize_t i = 1; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(sexp, i);
+        if (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2)
+            goto not_basic;
+        PyObject *key = unjelly_any(u, PyList_GET_ITEM(pair, 0));
+        if (key == NULL || key == NOT_BASIC) {
+            Py_DECREF(result);
+            return key;
+        }
+        PyObject *value = unjelly_any(u, PyList_GET_ITEM(pair, 1));
+        if (value == NULL || value == NOT_BASIC) {
+            Py_DECREF(key);
+            Py_DECREF(result);
+            return value;
+        }
+        int failed = PyDict_SetItem(result, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (failed < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+                Py_DECREF(result);
+                return NULL;
+            }
+            PyErr_Clear(); /* an unhashable key: Python explains */
+            goto not_basic;
+        }
+    }
+    return result;
+not_basic:
+    Py_DECREF(result);
+    return NOT_BASIC;
+}
+
+static PyObject *
+unjelly_members(Unjellier *u, PyObject *sexp, int frozen)
+{
+    PyObject *items = unjelly_items(u, sexp);
+    if (items == NULL || items == NOT_BASIC)
+        return items;
+    PyObject *result = frozen ? PyFrozenSet_New(items) : PySet_New(items);
+    Py_DECREF(items);
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear(); /* an unhashable member: Python explains */
+        return NOT_BASIC;
+    }
+    return result;
+}
+
+static PyObject *
+unjelly_form(Unjellier *u, PyObject *sexp)
+{
+    Py_ssize_t n = PyList_GET_SIZE(sexp);
+    if (n == 0)
+        return NOT_BASIC;
+    PyObject *head = PyList_GET_ITEM(sexp, 0);
+    int tag = tag_of(head);
+    if (tag == TAG_OTHER || !tag_allowed(u, tag, head))
+        return NOT_BASIC;
+    switch (tag) {
+    case TAG_UNICODE:
+        return unjelly_text(u, sexp);
+    case TAG_NONE:
+        return n == 1 ? Py_NewRef(Py_None) : NOT_BASIC;
+    case TAG_BOOLEAN: {
+        if (n != 2 || !PyBytes_CheckExact(PyList_GET_ITEM(sexp, 1)))
+            return NOT_BASIC;
+        PyObject *word = PyList_GET_ITEM(sexp, 1);
+        const char *s = PyBytes_AS_STRING(word);
+        Py_ssize_t len = PyBytes_GET_SIZE(word);
+        if (len == 4 && memcmp(s, "true", 4) == 0)
+            return Py_NewRef(Py_True);
+        if (len == 5 && memcmp(s, "false", 5) == 0)
+            return Py_NewRef(Py_False);
+        return NOT_BASIC;
+    }
+    default:
+        break;
+    }
+    /* The containers: their nesting counts as the Python unjellier counts it. */
+    Py_ssize_t cost = (tag == TAG_LIST || tag == TAG_DICTIONARY) ? 1 : 2;
+    if (u->depth + cost > u->max_depth || u->depth + cost > C_RECURSION_CAP)
+        return NOT_BASIC;
+    u->depth += cost;
+    PyObject *result;
+    switch (tag) {
+    case TAG_LIST:
+        result = unjelly_items(u, sexp);
+        break;
+    case TAG_TUPLE: {
+        result = unjelly_items(u, sexp);
+        if (result != NULL && result != NOT_BASIC)
+            Py_SETREF(result, PyList_AsTuple(result));
+        break;
+    }
+    case TAG_DICTIONARY:
+        result = unjelly_dictionary(u, sexp);
+        break;
+    case TAG_SET:
+        result = unjelly_members(u, sexp, 0);
+        break;
+    default:
+        result = unjelly_members(u, sexp, 1);
+        break;
+    }
+    u->depth -= cost;
+    return result;
+}
+
+static PyObject *
+unjelly_any(Unjellier *u, PyObject *sexp)
+{
+    PyTypeObject *kind = Py_TYPE(sexp);
+    if (kind == &PyList_Type) {
+        /* [unicode, bytes], the commonest form of all, without a call */
+        if (PyList_GET_SIZE(sexp) == 2 && u->verdict[TAG_UNICODE] == 1) {
+            PyObject *head = PyList_GET_ITEM(sexp, 0);
+            if (PyBytes_CheckExact(head) && PyBytes_GET_SIZE(head) == 7 &&
+                memcmp(PyBytes_AS_STRING(head), "unicode", 7) == 0)
+                return unjelly_text(u, sexp);
+        }
+        return unjelly_form(u, sexp);
+    }
+    if (kind == &PyBytes_Type || kind == &PyLong_Type || kind == &PyFloat_Type ||
+        kind == &PyUnicode_Type)
+        return Py_NewRef(sexp);
+    return NOT_BASIC;
+}
+
+static PyObject *
+speedups_unjelly(PyObject *module, PyObject *args)
+{
+    PyObject *sexp;
+    Unjellier u;
+    if (!PyArg_ParseTuple(args, "OOn", &sexp, &u.allowed, &u.max_depth))
+        return NULL;
+    u.depth = 0;
+    memset(u.verdict, -1, sizeof(u.verdict));
+    memset(u.texts, 0, sizeof(u.texts));
+    PyObject *result = unjelly_any(&u, sexp);
+    if (result == NOT_BASIC)
+        Py_INCREF(result);
+    for (int i = 0; i < TEXT_CACHE_SLOTS; i++) {
+        Py_XDECREF(u.texts[i].data);
+        Py_XDECREF(u.texts[i].text);
+    }
+    return result;
+}
+
+static PyObject *
+speedups_tags(PyObject *module, PyObject *unused)
+{
+    PyObject *names = PyTuple_New(TAG_COUNT);
+    if (names == NULL)
+        return NULL;
+    for (int i = 0; i < TAG_COUNT; i++) {
+        PyObject *name = PyBytes_FromString(TAG_NAMES[i]);
+        if (name == NULL) {
+            Py_DECREF(names);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(names, i, name);
+    }
+    return names;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static PyMethodDef speedups_methods[] = {
+    {"encode", speedups_encode, METH_VARARGS, "Banana bytes for a value, or None (see module)."},
+    {"scan", speedups_scan, METH_VARARGS, "One pass of the banana decoder (see module)."},
+    {"unjelly", speedups_unjelly, METH_VARARGS,
+     "The value of a basic s-expression, or NotImplemented (see module)."},
+    {"tags", speedups_tags, METH_NOARGS, "The jelly tags unjelly() reads itself."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT, "spread._speedups",
+    "The codec's and the unjellier's hot loops in C (optional; see _speedups.c).", -1,
+    speedups_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModule_Create(&speedups_module);
+}
