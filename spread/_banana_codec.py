@@ -336,10 +336,6 @@ _PADDING = b"\0\0\0\0"  # appended to each buffer decoded: header digits, never 
 # The C scanner's error codes (see spread/_speedups.c); the messages are written here.
 _ERR_PREFIX, _ERR_TOO_LONG, _ERR_DEPTH, _ERR_SYMBOL, _ERR_TYPE, _ERR_TOO_BIG = range(1, 7)
 
-_C_LIMIT: Final = 2**62
-"""Limits at or above this (or negative) make a decoder use the Python scanner."""
-
-
 def _symbolTable(vocabulary: Mapping[int, bytes] | None) -> tuple[bytes | None, ...] | None:
     """``vocabulary`` as a tuple indexed by number, for the C scanner; None if it is not one."""
     table: list[bytes | None] = []
@@ -438,11 +434,16 @@ class Decoder:
         out: list[object] = []
         end = len(buf)
         self._open[0] = (out, wanted)
-        if _speedups is not None and self._cScannable():
-            pos, needed, last_done, error, detail, length = _speedups.scan(
+        scanned = None
+        if _speedups is not None:
+            # None if the C scanner cannot take these settings (negative or huge limits, a
+            # vocabulary that is not a small table): then Python scans.
+            scanned = _speedups.scan(
                 buf, end, self._open, self._symbols, self.size_limit, self.prefix_limit,
                 self.max_depth, self.max_message_size, self._partial,
             )
+        if scanned is not None:
+            pos, needed, last_done, error, detail, length = scanned
             if error:
                 raise BananaError(self._scanError(error, detail, length))
         else:
@@ -453,13 +454,6 @@ class Decoder:
         self._needed = needed - pos
         self._checkMessageSize(pos, last_done)
         return out
-
-    def _cScannable(self) -> bool:
-        """Whether the C scanner takes this decoder's settings (any sane ones)."""
-        limits = (self.size_limit, self.prefix_limit, self.max_depth, self.max_message_size)
-        return self._symbols is not None and all(
-            type(limit) is int and 0 <= limit < _C_LIMIT for limit in limits
-        )
 
     def _scan(self, buf: bytes, end: int) -> tuple[int, int, int]:
         """The hot loop in pure Python: (position reached, bytes needed, last message end).

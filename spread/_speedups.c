@@ -9,9 +9,11 @@
  *       So every error message (and every unusual value) stays with the Python code.
  *
  *   scan(buf, end, stack, symbols, size_limit, prefix_limit, max_depth, max_size, partial)
- *       -> (pos, needed, last_done, error, detail1, detail2)
+ *       -> (pos, needed, last_done, error, detail1, detail2) | None
  *       One pass of Decoder._decode over buf[:end], with the same stack of (list, remaining)
  *       pairs. error is 0, or a code whose message the Python side writes (see ERR_*).
+ *       None, before anything is read, for settings it does not take: symbols not a tuple
+ *       (no table), a limit not an int in [0, 2**62).
  *
  *   unjelly(sexp, allowed, max_depth) -> object | NotImplemented
  *       The value of an s-expression made only of basic forms (unicode, None, boolean, list,
@@ -427,18 +429,38 @@ stack_flush(Stack *s)
     return failed ? -1 : 0;
 }
 
+/* A limit as a C number: 0 and *value set, or -1 if it is not an int in [0, 2**62). */
+static int
+limit_value(PyObject *limit, Py_ssize_t *value)
+{
+    if (!PyLong_CheckExact(limit))
+        return -1;
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(limit, &overflow);
+    if (overflow || n < 0 || n >= (1LL << 62) || (n == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return -1;
+    }
+    *value = (Py_ssize_t)n;
+    return 0;
+}
+
 static PyObject *
 speedups_scan(PyObject *module, PyObject *args)
 {
     Py_buffer view;
     Py_ssize_t end, size_limit, prefix_limit, max_depth, max_size, partial;
-    PyObject *stack_list, *symbols;
-    if (!PyArg_ParseTuple(args, "y*nO!Onnnnn", &view, &end, &PyList_Type, &stack_list,
-                          &symbols, &size_limit, &prefix_limit, &max_depth, &max_size,
-                          &partial))
+    PyObject *stack_list, *symbols, *limits[4];
+    if (!PyArg_ParseTuple(args, "y*nO!OOOOOn", &view, &end, &PyList_Type, &stack_list,
+                          &symbols, &limits[0], &limits[1], &limits[2], &limits[3], &partial))
         return NULL;
-    if (!PyTuple_Check(symbols) || end < 0 || end > view.len ||
-        PyList_GET_SIZE(stack_list) < 1) {
+    if (!PyTuple_Check(symbols) || limit_value(limits[0], &size_limit) < 0 ||
+        limit_value(limits[1], &prefix_limit) < 0 || limit_value(limits[2], &max_depth) < 0 ||
+        limit_value(limits[3], &max_size) < 0) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE; /* settings for the Python scanner */
+    }
+    if (end < 0 || end > view.len || PyList_GET_SIZE(stack_list) < 1) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, "scan: bad arguments");
         return NULL;

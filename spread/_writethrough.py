@@ -1,0 +1,56 @@
+"""Send at once on an idle plain TCP socket, instead of on the reactor's next turn.
+
+Twisted's TCP transport queues every ``write`` and sends it only when a later
+reactor turn reports the socket writable: per message that is an extra turn of
+the reactor loop and two ``epoll_ctl`` calls to switch write interest on and off.
+For request/response traffic this is most of the latency PB adds over the
+network itself. So when nothing is queued, we hand the bytes straight to the
+transport's own ``writeSomeData`` (what its next turn would have called) and
+queue only what the kernel did not take. asyncio's transports work the same way.
+
+It applies only where it is certain to be equivalent: the transport is Twisted's
+plain TCP connection (not TLS, not a subclass with its own writing), connected,
+not closing, with an empty queue and no pull producer waiting on it. Anything
+else takes ``transport.write``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+
+_ATTRIBUTES = ("TLS", "connected", "disconnecting", "_writeDisconnecting", "_tempDataBuffer",
+               "dataBuffer", "offset", "producer", "streamingProducer")  # fmt: skip
+
+
+def canWriteThrough(transport: object) -> bool:
+    """Whether ``transport`` is a plain Twisted TCP connection that ``writeThrough`` may use."""
+    kind: Any = type(transport)
+    return (
+        isinstance(transport, tcp.Connection)
+        and kind.write is tcp.Connection.write
+        and kind.writeSomeData is tcp.Connection.writeSomeData
+        and all(hasattr(transport, name) for name in _ATTRIBUTES)
+    )
+
+
+def writeThrough(transport: Any, data: bytes) -> None:
+    """Send ``data`` now if ``transport`` (see ``canWriteThrough``) has nothing queued."""
+    if (
+        transport.TLS
+        or transport._tempDataBuffer
+        or transport.offset != len(transport.dataBuffer)
+        or not transport.connected
+        or transport.disconnecting
+        or transport._writeDisconnecting
+        or (transport.producer is not None and not transport.streamingProducer)
+    ):
+        # (A pull producer, such as a pager, is asked for more only from the queue's drain.)
+        transport.write(data)
+        return
+    sent = transport.writeSomeData(data)
+    if isinstance(sent, Exception):
+        transport.write(data)  # the reactor's next turn meets the same error and closes
+    elif sent < len(data):
+        transport.write(data[sent:])

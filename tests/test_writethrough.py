@@ -1,0 +1,80 @@
+"""Write-through on plain TCP: messages go out at once, in order, even when some are queued."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import defer, endpoints, reactor
+from twisted.internet.testing import StringTransport
+
+from spread import pb
+from spread._writethrough import canWriteThrough
+
+
+class Sizer(pb.Root):
+    def remote_sizes(self, chunks: list[bytes]) -> list[int]:
+        return [len(chunk) for chunk in chunks]
+
+    def remote_echo(self, value: object) -> object:
+        return value
+
+
+def test_only_plain_tcp_transports_write_through() -> None:
+    assert not canWriteThrough(StringTransport())
+    assert not canWriteThrough(object())
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_queued_messages_and_small_ones_arrive_in_order() -> None:
+    port = await endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        pb.PBServerFactory(Sizer())
+    )
+    try:
+        factory = pb.PBClientFactory()
+        await endpoints.clientFromString(
+            reactor, f"tcp:127.0.0.1:{port.getHost().port}:timeout=30"
+        ).connect(factory)
+        root = await factory.getRootObject()
+        broker: Any = root.broker
+        assert broker._direct  # a plain TCP connection writes through
+        # 8 x 600 KB is more than the socket takes at once: the rest queues, and the small
+        # calls after it must wait behind it rather than overtake it.
+        big = [bytes([n]) * 600_000 for n in range(8)]
+        calls = []
+        for round_ in range(3):
+            calls.append(root.callRemote("sizes", big))
+            calls.extend(root.callRemote("echo", (round_, n)) for n in range(20))
+        results = await defer.gatherResults(calls)
+        expected: list[Any] = []
+        for round_ in range(3):
+            expected.append([600_000] * 8)
+            expected.extend((round_, n) for n in range(20))
+        assert results == expected
+        factory.disconnect()
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_through_can_be_turned_off() -> None:
+    class Queued(pb.PBClientFactory):
+        def buildProtocol(self, addr: Any) -> Any:
+            broker = super().buildProtocol(addr)
+            broker.writeThrough = False
+            return broker
+
+    port = await endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        pb.PBServerFactory(Sizer())
+    )
+    try:
+        factory = Queued()
+        await endpoints.clientFromString(
+            reactor, f"tcp:127.0.0.1:{port.getHost().port}:timeout=30"
+        ).connect(factory)
+        root = await factory.getRootObject()
+        assert not root.broker._direct
+        assert await root.callRemote("echo", "queued") == "queued"
+        factory.disconnect()
+    finally:
+        await port.stopListening()
