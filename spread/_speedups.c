@@ -677,10 +677,6 @@ done:
 enum { TAG_UNICODE, TAG_NONE, TAG_BOOLEAN, TAG_LIST, TAG_TUPLE, TAG_DICTIONARY, TAG_SET,
        TAG_FROZENSET, TAG_COUNT, TAG_OTHER = -1 };
 
-static const char *const TAG_NAMES[TAG_COUNT] = {
-    "unicode", "None", "boolean", "list", "tuple", "dictionary", "set", "frozenset",
-};
-
 /* Texts repeat too (dict keys, tags): the banana decoder shares the bytes of equal short
  * strings, so within one call the str made from one bytes object is made once. */
 #define TEXT_CACHE_SLOTS 128
@@ -952,23 +948,6 @@ speedups_unjelly(PyObject *module, PyObject *args)
     return result;
 }
 
-static PyObject *
-speedups_tags(PyObject *module, PyObject *unused)
-{
-    PyObject *names = PyTuple_New(TAG_COUNT);
-    if (names == NULL)
-        return NULL;
-    for (int i = 0; i < TAG_COUNT; i++) {
-        PyObject *name = PyBytes_FromString(TAG_NAMES[i]);
-        if (name == NULL) {
-            Py_DECREF(names);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(names, i, name);
-    }
-    return names;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 
 static PyMethodDef speedups_methods[] = {
@@ -976,7 +955,6 @@ static PyMethodDef speedups_methods[] = {
     {"scan", speedups_scan, METH_VARARGS, "One pass of the banana decoder (see module)."},
     {"unjelly", speedups_unjelly, METH_VARARGS,
      "The value of a basic s-expression, or NotImplemented (see module)."},
-    {"tags", speedups_tags, METH_NOARGS, "The jelly tags unjelly() reads itself."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -20,6 +20,17 @@ class Sizer(pb.Root):
         return value
 
 
+async def connected(factory: pb.PBClientFactory) -> tuple[Any, Any]:
+    """(listening port, client root) for a Sizer server on 127.0.0.1."""
+    port = await endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        pb.PBServerFactory(Sizer())
+    )
+    await endpoints.clientFromString(
+        reactor, f"tcp:127.0.0.1:{port.getHost().port}:timeout=30"
+    ).connect(factory)
+    return port, await factory.getRootObject()
+
+
 def test_only_plain_tcp_transports_write_through() -> None:
     assert not canWriteThrough(StringTransport())
     assert not canWriteThrough(object())
@@ -27,15 +38,9 @@ def test_only_plain_tcp_transports_write_through() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_large_queued_messages_and_small_ones_arrive_in_order() -> None:
-    port = await endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
-        pb.PBServerFactory(Sizer())
-    )
+    factory = pb.PBClientFactory()
+    port, root = await connected(factory)
     try:
-        factory = pb.PBClientFactory()
-        await endpoints.clientFromString(
-            reactor, f"tcp:127.0.0.1:{port.getHost().port}:timeout=30"
-        ).connect(factory)
-        root = await factory.getRootObject()
         broker: Any = root.broker
         assert broker._direct  # a plain TCP connection writes through
         # 8 x 600 KB is more than the socket takes at once: the rest queues, and the small
@@ -64,15 +69,9 @@ async def test_write_through_can_be_turned_off() -> None:
             broker.writeThrough = False
             return broker
 
-    port = await endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
-        pb.PBServerFactory(Sizer())
-    )
+    factory = Queued()
+    port, root = await connected(factory)
     try:
-        factory = Queued()
-        await endpoints.clientFromString(
-            reactor, f"tcp:127.0.0.1:{port.getHost().port}:timeout=30"
-        ).connect(factory)
-        root = await factory.getRootObject()
         assert not root.broker._direct
         assert await root.callRemote("echo", "queued") == "queued"
         factory.disconnect()
