@@ -8,12 +8,12 @@ for the format and ``spread.banana``'s docstring for the error contract.
 from __future__ import annotations
 
 import re
-import reprlib
 import struct
 from collections.abc import Mapping
 from typing import Any, Final
 
 from spread._native import speedups as _speedups
+from spread._quote import quote
 
 # -- limits ------------------------------------------------------------------------------
 
@@ -120,14 +120,6 @@ def _token(magnitude: int, type_byte: int) -> bytes:
         magnitude >>= 7
     digits.append(type_byte)
     return bytes(digits)
-
-
-def _describe(value: object) -> str:
-    """A short repr for an error message, even for objects whose repr is huge or broken."""
-    try:
-        return reprlib.repr(value)
-    except Exception:
-        return f"<{type(value).__qualname__} object with a failing repr>"
 
 
 class Encoder:
@@ -283,7 +275,7 @@ class Encoder:
             else:
                 raise BananaError(
                     f"banana cannot encode {kind.__module__}.{kind.__qualname__} objects"
-                    f" ({_describe(value)}): it carries only lists, tuples, ints, floats and"
+                    f" ({quote(value)}): it carries only lists, tuples, ints, floats and"
                     " bytes; serialize other values with spread.jelly first"
                 )
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import IO, Any, NoReturn
 
 from twisted.python import failure, log
-from twisted.python.reflect import qual, safe_str
+from twisted.python.reflect import qual
 
 from spread._errors import RemoteError
+from spread._quote import exceptionText, isFlat, quote
 from spread._wirenames import COPYABLE_FAILURE, fromWire, toWire
 from spread.flavors import Copyable, RemoteCopy
 from spread.jelly import InsecureJelly, setUnjellyableForClass
@@ -39,6 +40,32 @@ def isFailureOf(fail: failure.Failure, *errorTypes: type[BaseException] | str) -
     return fail.check(*errorTypes) is not None  # type: ignore[no-untyped-call]
 
 
+class _QuotedError(Exception):
+    """Stands in for an exception whose own text may be costly, only for logging."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def loggableFailure(fail: failure.Failure) -> failure.Failure:
+    """``fail``, or a copy whose value's text is bounded, so that logging it is cheap.
+
+    Log observers format ``str(fail.value)``; a copy keeps the type, parents
+    and traceback, so the log line reads as before.
+    """
+    value = fail.value
+    if not isinstance(value, BaseException) or all(isFlat(arg) for arg in value.args):
+        return fail
+    copy: failure.Failure = failure.Failure.__new__(failure.Failure)
+    copy.__dict__.update(fail.__dict__)
+    copy.value = _QuotedError(exceptionText(value))
+    return copy
+
+
 def _typeName(failure_type: Any) -> bytes:
     if isinstance(failure_type, bytes):
         return failure_type
@@ -47,12 +74,14 @@ def _typeName(failure_type: Any) -> bytes:
     return toWire(qual(failure_type)).encode("utf-8")
 
 
+def _parentName(parent: object) -> str:
+    if isinstance(parent, bytes):
+        return parent.decode("utf-8", "replace")
+    return parent if isinstance(parent, str) else quote(parent)
+
+
 def _wireParents(parents: list[Any]) -> list[str]:
-    seen: dict[str, None] = {}
-    for parent in parents:
-        name = parent.decode("utf-8", "replace") if isinstance(parent, bytes) else str(parent)
-        seen.setdefault(toWire(name), None)
-    return list(seen)
+    return list(dict.fromkeys(toWire(_parentName(parent)) for parent in parents))
 
 
 class CopyableFailure(failure.Failure, Copyable):
@@ -75,7 +104,7 @@ class CopyableFailure(failure.Failure, Copyable):
         return {
             "count": getattr(self, "count", 0),
             "type": _typeName(self.type),
-            "value": safe_str(self.value),
+            "value": exceptionText(self.value),
             "captureVars": bool(getattr(self, "captureVars", False)),
             "tb": None,
             "unsafeTracebacks": self.unsafeTracebacks,
@@ -115,26 +144,28 @@ class CopiedFailure(RemoteCopy, failure.Failure):
     def setCopyableState(self, state: Any) -> None:
         """Take the fields every PB peer sends, checking their types."""
         if not isinstance(state, dict):
-            raise InsecureJelly(f"a copied failure's state must be a dictionary, not {state!r:.80}")
+            raise InsecureJelly(
+                f"a copied failure's state must be a dictionary, not {quote(state)}"
+            )
         remote_type = state.get("type", b"")
         if isinstance(remote_type, str):
             remote_type = remote_type.encode("utf-8")
         if not isinstance(remote_type, bytes):
             raise InsecureJelly(
-                f"a copied failure's type must be a string, not {remote_type!r:.80}"
+                f"a copied failure's type must be a string, not {quote(remote_type)}"
             )
         value = state.get("value", "")
         parents = state.get("parents") or [remote_type]
         if not isinstance(parents, list):
             raise InsecureJelly("a copied failure's parents must be a list")
-        names = [p.decode("utf-8", "replace") if isinstance(p, bytes) else str(p) for p in parents]
+        names = [_parentName(parent) for parent in parents]
         local = [ours for name in names if (ours := fromWire(name)) is not None]
         remote_traceback = state.get("traceback", TRACEBACK_UNAVAILABLE)
         count = state.get("count", 0)
         self.__dict__.update(
             count=count if type(count) is int else 0,
             type=remote_type,
-            value=value if isinstance(value, str) else safe_str(value),
+            value=value if isinstance(value, str) else exceptionText(value),
             captureVars=False,
             tb=None,
             unsafeTracebacks=bool(state.get("unsafeTracebacks", False)),

@@ -13,6 +13,7 @@ from typing import Any
 
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from spread._quote import quote
 from spread.interfaces import IJellyable, IUnjellyable
 
 PUBLIC_MODULE = "spread.jelly"
@@ -271,7 +272,8 @@ class Unjellyable:
         """Fill this blank instance from ``[tag, state]`` and return it."""
         if len(jellyList) != 2:
             raise InsecureJelly(
-                f"malformed {jellyList[0]!r:.80}: expected [tag, state], got {len(jellyList)} items"
+                f"malformed {quote(jellyList[0])}: expected [tag, state],"
+                f" got {len(jellyList)} items"
             )
         self.setStateFor(unjellier, unjellier.unjelly(jellyList[1]))
         return self

@@ -15,6 +15,7 @@ import types
 from typing import Any
 
 from spread._jelly_base import InsecureJelly, Unpersistable, qual
+from spread._quote import quote
 
 
 def qualName(cls: type) -> str:
@@ -45,13 +46,13 @@ def refusal(tag: bytes) -> str:
 
 def malformed(sexp: list[Any], expected: str) -> InsecureJelly:
     """The error for a form of the wrong shape."""
-    return InsecureJelly(f"malformed s-expression {sexp!r:.100}: expected {expected}")
+    return InsecureJelly(f"malformed s-expression {quote(sexp)}: expected {expected}")
 
 
 def badAtom(item: Any, sexp: list[Any]) -> InsecureJelly:
     """The error for something that is neither a list nor a wire value."""
     return InsecureJelly(
-        f"unexpected {type(item).__name__} {item!r:.40} in s-expression {sexp!r:.80}"
+        f"unexpected {type(item).__name__} {quote(item)} in s-expression {quote(sexp)}"
     )
 
 
@@ -63,7 +64,7 @@ def hashed(kind: type, members: list[Any]) -> Any:
     try:
         return kind(members)
     except TypeError:
-        raise InsecureJelly(f"unhashable member in a {kind.__name__}: {members!r:.80}") from None
+        raise InsecureJelly(f"unhashable member in a {kind.__name__}: {quote(members)}") from None
 
 
 def addMembers(target: set[Any], members: list[Any]) -> None:
@@ -71,7 +72,7 @@ def addMembers(target: set[Any], members: list[Any]) -> None:
     try:
         target.update(members)
     except TypeError:
-        raise InsecureJelly(f"unhashable member in a set: {members!r:.80}") from None
+        raise InsecureJelly(f"unhashable member in a set: {quote(members)}") from None
 
 
 def blank(cls: type) -> Any:
@@ -116,11 +117,11 @@ def _text(name: Any, sexp: Any) -> str:
         try:
             name = name.decode("utf-8")
         except UnicodeDecodeError:
-            raise InsecureJelly(f"invalid UTF-8 in name {name!r:.80}") from None
+            raise InsecureJelly(f"invalid UTF-8 in name {quote(name)}") from None
     if not isinstance(name, str) or not name or not all(
         part.isidentifier() for part in name.split(".")
     ):
-        raise InsecureJelly(f"expected a dotted Python name in {sexp!r:.80}")
+        raise InsecureJelly(f"expected a dotted Python name in {quote(sexp)}")
     return name
 
 
@@ -224,7 +225,7 @@ def boundMethod(name: Any, owner: Any, cls: Any) -> Any:
     if isinstance(name, bytes):
         name = _text(name, name)
     if not isinstance(cls, type) or not isinstance(name, str):
-        raise InsecureJelly(f"malformed method {name!r:.40} of {cls!r:.40}")
+        raise InsecureJelly(f"malformed method {quote(name)} of {quote(cls)}")
     if name not in cls.__dict__:
         raise InsecureJelly(f"{qual(cls)} has no method {name!r}")
     if owner is None:
@@ -280,7 +281,7 @@ def _build(kind: Any, sexp: list[Any], *args: int, **kwargs: int) -> Any:
     try:
         return kind(*args, **kwargs)
     except (ValueError, OverflowError, TypeError) as exc:
-        raise InsecureJelly(f"invalid {kind.__name__} {sexp!r:.80}: {exc}") from None
+        raise InsecureJelly(f"invalid {kind.__name__} {quote(sexp)}: {exc}") from None
 
 
 def datetimeForm(sexp: list[Any]) -> datetime.datetime:
@@ -321,4 +322,4 @@ def decimalForm(sexp: list[Any]) -> decimal.Decimal:
         digits = decimal.Decimal(value).as_tuple().digits
         return decimal.Decimal((1 if value < 0 else 0, digits, exponent))
     except (ValueError, ArithmeticError) as exc:
-        raise InsecureJelly(f"invalid decimal {sexp!r:.80}: {exc}") from None
+        raise InsecureJelly(f"invalid decimal {quote(sexp)}: {exc}") from None

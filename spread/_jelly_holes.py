@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from spread._jelly_base import InsecureJelly
+from spread._quote import quote
 
 
 class Hole:
@@ -101,4 +102,4 @@ def store(dictionary: dict[Any, Any], key: Any, value: Any) -> None:
     try:
         dictionary[key] = value
     except TypeError:
-        raise InsecureJelly(f"unhashable dictionary key {key!r:.80}") from None
+        raise InsecureJelly(f"unhashable dictionary key {quote(key)}") from None

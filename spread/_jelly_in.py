@@ -36,6 +36,7 @@ from spread._jelly_base import (
     unjellyableRegistry,
 )
 from spread._jelly_holes import Entry, Gate, Hole
+from spread._quote import quote
 
 MAX_DEPTH = 500
 """How deeply forms may nest in one ``unjelly()`` call, in units of Python stack.
@@ -100,7 +101,7 @@ class Unjellier:
         value = self._any(sexp)
         if type(value) is Hole:
             raise InsecureJelly(
-                f"{sexp!r:.80} refers to an object not built yet (a forward reference, or "
+                f"{quote(sexp)} refers to an object not built yet (a forward reference, or "
                 "a cycle through a tuple); use unjellier.unjellyInto to receive it later"
             )
         return value
@@ -148,7 +149,7 @@ class Unjellier:
             return self._dispatch(sexp)
         if kind in _ATOMS:
             return sexp
-        raise InsecureJelly(f"unexpected {kind.__name__} in an s-expression: {sexp!r:.80}")
+        raise InsecureJelly(f"unexpected {kind.__name__} in an s-expression: {quote(sexp)}")
 
     def _dispatch(self, sexp: list[Any]) -> Any:
         try:
@@ -181,7 +182,7 @@ class Unjellier:
             raise InsecureJelly("an empty list is not an s-expression")
         tag = sexp[0]
         if type(tag) is not bytes:
-            raise InsecureJelly(f"expected a type name (bytes) first in {sexp!r:.80}")
+            raise InsecureJelly(f"expected a type name (bytes) first in {quote(sexp)}")
         handler = self._find(tag)
         self._handlers[tag] = handler
         return handler
@@ -304,7 +305,7 @@ class Unjellier:
         try:
             return sexp[1].decode()
         except UnicodeDecodeError:
-            raise InsecureJelly(f"invalid UTF-8 in {sexp!r:.80}") from None
+            raise InsecureJelly(f"invalid UTF-8 in {quote(sexp)}") from None
 
     def _readInto(
         self, target: list[Any], sexp: list[Any], container: object | None
@@ -444,7 +445,7 @@ class Unjellier:
                 try:
                     result[key] = value
                 except TypeError:
-                    raise InsecureJelly(f"unhashable dictionary key {key!r:.80}") from None
+                    raise InsecureJelly(f"unhashable dictionary key {quote(key)}") from None
         finally:
             self._depth = depth - 1
         if gate is not None:
@@ -540,7 +541,7 @@ class Unjellier:
             raise forms.malformed(sexp, "[instance, class, state]")
         cls = self._deeper(_NESTED_COST, self._any, sexp[1])
         if not isinstance(cls, type):
-            raise InsecureJelly(f"expected a class form in {sexp!r:.80}")
+            raise InsecureJelly(f"expected a class form in {quote(sexp)}")
         return self._deeper(_NESTED_COST, self._instance, cls, [b"instance", sexp[2]])
 
     def _method(self, sexp: list[Any]) -> Any:

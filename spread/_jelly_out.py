@@ -33,6 +33,7 @@ from spread._jelly_base import (
     SecurityOptions,
     qual,
 )
+from spread._quote import quote
 
 _OUR_TYPE_CHECKS = (SecurityOptions.isTypeAllowed, DummySecurityOptions.isTypeAllowed)
 
@@ -201,7 +202,7 @@ class Jellier:
             return obj.jellyFor(self)
         kind = type(obj)
         if self._checkTypes and not self.taster.isTypeAllowed(qual(kind).encode("utf-8")):
-            raise InsecureJelly(f"type {qual(kind)!r} is not allowed by the taster: {obj!r:.80}")
+            raise InsecureJelly(f"type {qual(kind)!r} is not allowed by the taster: {quote(obj)}")
         if isinstance(obj, types.MethodType):
             method_self = obj.__self__
             return [

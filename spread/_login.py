@@ -35,6 +35,7 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 
 from spread import pb
 from spread._credentials import CHALLENGE_SIZE, IUsernameMD5Password, _md5, challenge, respond
+from spread._quote import quote
 from spread.pb import Broker, IPBRoot, Referenceable, RemoteReference
 
 __all__ = [
@@ -131,7 +132,7 @@ def _as_referenceable(avatar: object) -> Referenceable:
         return avatar  # type: ignore[return-value]
     if not callable(getattr(avatar, "perspectiveMessageReceived", None)):
         raise TypeError(
-            f"the realm returned {avatar!r:.80} as the avatar, which PB cannot send: "
+            f"the realm returned {quote(avatar)} as the avatar, which PB cannot send: "
             "return a pb.Avatar subclass (calls go to its perspective_* methods) "
             "or a pb.Referenceable"
         )
@@ -257,6 +258,6 @@ def _read_challenge(offer: object) -> tuple[bytes, RemoteReference]:
     ):
         return offer[0], offer[1]
     raise LoginFailed(
-        f"the server answered login with {offer!r:.80}, not a (challenge, challenger) pair; "
+        f"the server answered login with {quote(offer)}, not a (challenge, challenger) pair; "
         "is it a PB login server (PBServerFactory(portal))?"
     )

@@ -46,8 +46,10 @@ from spread._failures import (
     failure2Copyable,
     failureOf,
     isFailureOf,
+    loggableFailure,
 )
 from spread._paging import PagingMixin
+from spread._quote import exceptionText, quote
 from spread._remote import RemoteReference
 from spread._serialize import ObjectTables, _puid, jellyFlatTuple
 from spread._wirenames import COPYABLE_FAILURE
@@ -317,7 +319,7 @@ class Broker(ObjectTables, PagingMixin, Banana):
         """Dispatch one message; a malformed one ends the connection."""
         try:
             if type(sexp) is not list or not sexp:
-                raise ProtocolError(f"a PB message must be a non-empty list, not {sexp!r:.80}")
+                raise ProtocolError(f"a PB message must be a non-empty list, not {quote(sexp)}")
             kind = sexp[0]
             handler = self._handlers.get(kind) if type(kind) is bytes else None
             if handler is None:
@@ -326,7 +328,7 @@ class Broker(ObjectTables, PagingMixin, Banana):
             arity, method = handler
             if len(sexp) != arity + 1:
                 raise ProtocolError(
-                    f"{sexp[0]!r} takes {arity} values, got {len(sexp) - 1}: {sexp!r:.120}"
+                    f"{sexp[0]!r} takes {arity} values, got {len(sexp) - 1}: {quote(sexp)}"
                 )
             method(*sexp[1:])
         except ProtocolError as e:
@@ -342,7 +344,7 @@ class Broker(ObjectTables, PagingMixin, Banana):
 
     def _didNotUnderstand(self, kind: object) -> None:
         if type(kind) not in (bytes, int, float):
-            raise ProtocolError(f"a PB message kind must be a string, not {kind!r:.80}")
+            raise ProtocolError(f"a PB message kind must be a string, not {quote(kind)}")
         _log.info("peer sent unknown PB message kind {kind!r}; replying so", kind=kind)
         self.sendEncoded([b"didNotUnderstand", kind])
 
@@ -379,7 +381,7 @@ class Broker(ObjectTables, PagingMixin, Banana):
         message: object, answerRequired: object, netArgs: object, netKw: object,
     ) -> None:
         if type(requestID) is not int:
-            raise ProtocolError(f"a request id must be an int, not {requestID!r:.80}")
+            raise ProtocolError(f"a request id must be an int, not {quote(requestID)}")
         if self._runningCalls >= self.limits.maxPendingCalls:
             self._refuseCall(requestID, answerRequired)
             return
@@ -387,10 +389,10 @@ class Broker(ObjectTables, PagingMixin, Banana):
             if type(message) is bytes:
                 message = message.decode("utf-8")
             elif type(message) is not str:
-                raise Error(f"a method name must be a string, not {message!r:.80}")
+                raise Error(f"a method name must be a string, not {quote(message)}")
             target = find(objectID)
             if target is None:
-                raise Error(f"Invalid Object ID {objectID!r:.80}")
+                raise Error(f"Invalid Object ID {quote(objectID)}")
             netResult = target.remoteMessageReceived(self, message, netArgs, netKw)
         except Exception:
             fail = currentFailure()
@@ -433,9 +435,9 @@ class Broker(ObjectTables, PagingMixin, Banana):
         if isFailureOf(fail, Error):
             return
         if isFailureOf(fail, NoSuchMethod, InsecureJelly):
-            _log.info("refused a call from the peer: {error}", error=fail.getErrorMessage())
+            _log.info("refused a call from the peer: {error}", error=exceptionText(fail.value))
             return
-        _log.failure("Peer will receive following PB traceback:", fail)
+        _log.failure("Peer will receive following PB traceback:", loggableFailure(fail))
 
     def proto_answer(self, requestID: object, netResult: object) -> None:
         """The outcome of one of our calls: fire its Deferred."""
@@ -464,7 +466,7 @@ class Broker(ObjectTables, PagingMixin, Banana):
         if isinstance(error, (Failure, BaseException)):
             d.errback(error)
         else:
-            d.errback(Error(f"the peer reported an error as {error!r:.200}"))
+            d.errback(Error(f"the peer reported an error as {quote(error)}"))
 
     def _popRequest(
         self, requestID: object, popped: defer.Deferred[Any] | None = None
@@ -585,7 +587,7 @@ class Broker(ObjectTables, PagingMixin, Banana):
         """The error itself could not be sent (too large, unjellyable): send why instead."""
         message = (
             f"{original.type.__name__ if isinstance(original.type, type) else original.type!r}"
-            f" could not be sent: {problem.getErrorMessage()}"
+            f" could not be sent: {exceptionText(problem.value)}"
         )[:4096]
         substitute = failure2Copyable(failureOf(Error(message)), False)
         try:

@@ -31,6 +31,7 @@ from spread._broker import (
     blank,
 )
 from spread._failures import CopiedFailure
+from spread._quote import quote
 from spread._remote import RemoteReference
 from spread.flavors import RemoteCacheObserver
 from spread.jelly import InsecureJelly, jelly, unjelly
@@ -334,7 +335,7 @@ class ObjectTables:
 
     def _unjellyRemote(self, unjellier: Any, jellyList: list[Any]) -> RemoteReference:
         if len(jellyList) != 2 or type(jellyList[1]) is not int:
-            raise InsecureJelly(f"malformed remote reference {jellyList!r:.80}")
+            raise InsecureJelly(f"malformed remote reference {quote(jellyList)}")
         luid: int = jellyList[1]
         perspective = self.unserializingPerspective
 
@@ -345,24 +346,24 @@ class ObjectTables:
 
     def _unjellyLocal(self, unjellier: Any, jellyList: list[Any]) -> Any:
         if len(jellyList) != 2:
-            raise InsecureJelly(f"malformed local reference {jellyList!r:.80}")
+            raise InsecureJelly(f"malformed local reference {quote(jellyList)}")
         obj = self._exports.lookup(jellyList[1])
         if obj is None:
             raise InsecureJelly(
-                f"the peer referred to our object {jellyList[1]!r:.40}, which it does not hold"
+                f"the peer referred to our object {quote(jellyList[1])}, which it does not hold"
             )
         return obj
 
     def _unjellyCached(self, unjellier: Any, jellyList: list[Any]) -> Any:
         replica = self._cacheImports.acquire(jellyList[1]) if len(jellyList) == 2 else None
         if replica is None:
-            raise InsecureJelly(f"the peer referred to an unknown cache {jellyList!r:.80}")
+            raise InsecureJelly(f"the peer referred to an unknown cache {quote(jellyList)}")
         return replica
 
     def _unjellyLCache(self, unjellier: Any, jellyList: list[Any]) -> Any:
         entry = self._cacheExports.get(jellyList[1]) if len(jellyList) == 2 else None
         if entry is None:
-            raise InsecureJelly(f"the peer returned an unknown cache of ours {jellyList!r:.80}")
+            raise InsecureJelly(f"the peer returned an unknown cache of ours {quote(jellyList)}")
         return entry.object
 
     def _unjellyFailure(self, unjellier: Any, jellyList: list[Any]) -> Any:

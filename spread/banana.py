@@ -22,7 +22,6 @@ this module is a bug in spread: please report it.
 
 from __future__ import annotations
 
-import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -44,6 +43,7 @@ from spread._banana_codec import (
     decode,
     encode,
 )
+from spread._quote import quote
 from spread._writethrough import canWriteThrough, writeThrough
 from spread.limits import Limits
 
@@ -268,14 +268,14 @@ class Banana(protocol.Protocol):
                         self._selectDialect(dialect)
                         return
             self._dropPeer(
-                f"server offered no dialect we speak (it offered {reprlib.repr(offer)},"
+                f"server offered no dialect we speak (it offered {quote(offer)},"
                 f" we know {self.knownDialects})"
             )
         elif isinstance(offer, bytes) and offer in self.knownDialects:
             self._selectDialect(offer)
         else:
             self._dropPeer(
-                f"client chose a dialect we did not offer ({reprlib.repr(offer)};"
+                f"client chose a dialect we did not offer ({quote(offer)};"
                 f" we offered {self.knownDialects})"
             )
 

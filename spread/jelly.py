@@ -51,6 +51,7 @@ from spread._jelly_forms import upgradeIfVersioned
 from spread._jelly_in import MAX_DEPTH, Unjellier
 from spread._jelly_out import Jellier
 from spread._native import speedups as _speedups
+from spread._quote import quote
 
 # Users know these classes as spread.jelly.*; so do the dotted names jelly writes.
 for _public in (
@@ -145,7 +146,7 @@ def setInstanceState(inst: Any, unjellier: Any, jellyList: Any) -> Any:
     """Fill ``inst`` from ``[tag, state]`` the usual way, for custom ``unjellyFor`` methods
     (``__setstate__(state)`` if there is one, else the state becomes ``__dict__``)."""
     if len(jellyList) != 2:
-        raise InsecureJelly(f"malformed {jellyList!r:.80}: expected [tag, state]")
+        raise InsecureJelly(f"malformed {quote(jellyList)}: expected [tag, state]")
     state = unjellier.unjelly(jellyList[1])
     if hasattr(inst, "__setstate__"):
         inst.__setstate__(state)

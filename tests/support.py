@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import defer, error, protocol, reactor
 from twisted.python.failure import Failure
@@ -204,3 +205,12 @@ class PeerProcess(protocol.ProcessProtocol):
         except defer.TimeoutError:
             self.kill()
             return await self.ended()
+
+
+def shared_sexp(levels: int, width: int = 30, first_id: int = 1) -> list[Any]:
+    """A jelly s-expression of a list that holds ``width`` copies of the level below it."""
+    sexp: list[Any] = [b"reference", first_id, [b"list", 1, 2]]
+    for refid in range(first_id + 1, first_id + levels):
+        below = [[b"dereference", refid - 1]] * (width - 1)
+        sexp = [b"reference", refid, [b"list", sexp, *below]]
+    return sexp

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_twisted
-from support import TIMEOUT
+from support import TIMEOUT, shared_sexp
+from twisted.cred import checkers, portal
 from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.python.failure import Failure
 
@@ -224,6 +225,91 @@ async def test_nesting_over_the_depth_limit_drops_the_peer(server: Server) -> No
 
 
 # -- refusals: that call fails, the connection goes on -----------------------------------------
+
+
+# About 5 KB on the wire; a list with 30**12 leaves once unjellied (its levels are shared).
+SHARED_KEY = [b"dictionary", [shared_sexp(12), 1]]
+
+
+async def refused_quickly(peer: RawPeer, *messages: bytes) -> list[Any]:
+    """Send ``messages``; return the server's error answer, which must quote the value briefly."""
+    peer.handshake()
+    peer.transport.write(b"".join(messages))  # type: ignore[union-attr]
+    await until(lambda: len(peer.messages) >= 3)  # dialects, version, the reply
+    error = peer.messages[2]
+    assert error[:2] == [b"error", 1]
+    assert len(repr(error)) < 2_000
+    assert b"unhashable" in repr(error).encode()
+    return error
+
+
+@pytest_twisted.ensureDeferred
+async def test_shared_graph_as_a_dict_key_fails_the_call_quickly(server: Server) -> None:
+    peer = await raw_peer(server)
+    await refused_quickly(peer, peer.call(1, b"echo", SHARED_KEY))
+    assert not peer.closed.called
+    await still_serves(server)
+
+
+class NoAvatars:
+    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
+        raise NotImplementedError("this test never logs in")
+
+
+@pytest_twisted.ensureDeferred
+async def test_shared_graph_sent_to_login_before_credentials_fails_quickly(
+    server: Server,
+) -> None:
+    desk = portal.Portal(NoAvatars(), [checkers.InMemoryUsernamePasswordDatabaseDontUse()])
+    endpoint = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    port = await endpoint.listen(pb.PBServerFactory(desk))
+    try:
+        client = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        peer = await endpoints.connectProtocol(client, RawPeer()).addTimeout(TIMEOUT, reactor)
+        await refused_quickly(peer, peer.call(1, b"login", SHARED_KEY))
+        peer.transport.loseConnection()  # type: ignore[union-attr]
+        await dropped(peer)
+    finally:
+        await port.stopListening()
+
+
+class FailingServer(RawPeer):
+    """A hostile server: it answers every call with a failure whose value is a shared graph."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(encode([b"pb", b"none"]) + self.encoder.encode([b"version", 6]))  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.decoder.vocabulary is None:  # the client's dialect choice comes first, plain
+            self.decoder.feed(data, max_expressions=1)
+            self.decoder.vocabulary = PB_VOCABULARY_BY_NUMBER
+            data = b""
+        for message in self.decoder.feed(data):
+            if message[0] == b"message":
+                state = [b"dictionary", [[b"unicode", b"type"], b"builtins.KeyError"],
+                         [[b"unicode", b"value"], shared_sexp(12)]]
+                failure = [b"twisted.spread.pb.CopyableFailure", state]
+                self.transport.write(self.encoder.encode([b"error", message[1], failure]))  # type: ignore[union-attr]
+
+
+@pytest_twisted.ensureDeferred
+async def test_failure_holding_a_shared_graph_reaches_the_client_briefly() -> None:
+    endpoint = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    port = await endpoint.listen(protocol.Factory.forProtocol(FailingServer))
+    factory = pb.PBClientFactory()
+    try:
+        reactor.connectTCP("127.0.0.1", port.getHost().port, factory)
+        root = await factory.getRootObject().addTimeout(TIMEOUT, reactor)
+        failure = await failure_of(root.callRemote("anything"))
+        assert failure.check(KeyError)
+        assert len(failure.getErrorMessage()) < 20_000
+        assert len(failure.getTraceback()) < 20_000
+    finally:
+        factory.disconnect()
+        await port.stopListening()
+        await task.deferLater(reactor, 0, lambda: None)
+
+
 
 
 @pytest_twisted.ensureDeferred
