@@ -351,7 +351,7 @@ class Broker(ObjectTables, PagingMixin, Banana):
     def proto_version(self, vnum: object) -> None:
         """Check the peer speaks our PB version; anything else ends the connection."""
         if vnum != self.version:
-            raise ProtocolError(f"peer speaks PB version {vnum!r}, we speak {self.version}")
+            raise ProtocolError(f"peer speaks PB version {quote(vnum)}, we speak {self.version}")
 
     def proto_didNotUnderstand(self, command: object) -> None:
         """The peer did not know a message kind we sent: note it and carry on."""
