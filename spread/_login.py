@@ -33,10 +33,13 @@ from twisted.logger import Logger
 from twisted.python.components import registerAdapter
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from spread import pb
 from spread._credentials import CHALLENGE_SIZE, IUsernameMD5Password, _md5, challenge, respond
+from spread._perspective import AsReferenceable, IPerspective
+from spread._protocol import Broker
 from spread._quote import quote
-from spread.pb import Broker, IPBRoot, Referenceable, RemoteReference
+from spread._remote import RemoteReference
+from spread.flavors import IPBRoot, Referenceable
+from spread.interfaces import IJellyable
 
 __all__ = [
     "CHALLENGE_SIZE",
@@ -105,7 +108,7 @@ class _LoginDesk(Referenceable):
         ``credentials`` provides a cred interface; zope providers are not subclasses of it,
         hence ``Any``.
         """
-        attempt = self.portal.login(credentials, mind, pb.IPerspective)
+        attempt = self.portal.login(credentials, mind, IPerspective)
         return attempt.addCallback(self._publish)
 
     def _publish(self, login: tuple[Any, object, Callable[[], None]]) -> Referenceable:
@@ -128,7 +131,7 @@ def _as_referenceable(avatar: object) -> Referenceable:
     """What travels for an avatar: the avatar itself if it knows how to travel (say, a
     ``Referenceable``), else a reference that sends each call to its ``perspective_*`` methods
     (the usual ``pb.Avatar`` case)."""
-    if pb.IJellyable.providedBy(avatar):
+    if IJellyable.providedBy(avatar):
         return avatar  # type: ignore[return-value]
     if not callable(getattr(avatar, "perspectiveMessageReceived", None)):
         raise TypeError(
@@ -136,7 +139,7 @@ def _as_referenceable(avatar: object) -> Referenceable:
             "return a pb.Avatar subclass (calls go to its perspective_* methods) "
             "or a pb.Referenceable"
         )
-    return pb.AsReferenceable(avatar, "perspective")
+    return AsReferenceable(avatar, "perspective")
 
 
 class _Session:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from spread._calls import CallSender
 from spread._errors import ProtocolError
 from spread.flavors import Serializable, local_atom
-
-if TYPE_CHECKING:
-    from spread._protocol import Broker
 
 _log = Logger()
 
@@ -25,7 +23,9 @@ class RemoteReference(Serializable):
     peer is told (``decref``) from the reactor, and may then free the object.
     """
 
-    def __init__(self, perspective: Any, broker: Broker, luid: Any, doRefCount: Any) -> None:
+    def __init__(
+        self, perspective: Any, broker: CallSender, luid: Any, doRefCount: Any
+    ) -> None:
         self.luid = luid
         self.broker = broker
         self.doRefCount = doRefCount
@@ -45,7 +45,7 @@ class RemoteReference(Serializable):
             name = _name.encode("utf-8") if isinstance(_name, str) else _name
         except Exception:
             return defer.fail()
-        return self.broker._sendMessage(b"", self.perspective, self.luid, name, args, kw)
+        return self.broker.sendRemoteCall(b"", self.perspective, self.luid, name, args, kw)
 
     def remoteMethod(self, key: str) -> RemoteMethod:
         """A callable that does ``callRemote(key, ...)``."""

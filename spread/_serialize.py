@@ -1,9 +1,11 @@
-"""The broker as jelly's invoker: object tables, (un)serializing, and the PB reference forms.
+"""The PB session as jelly's invoker: object tables, (un)serializing, and the PB reference forms.
 
-``ObjectTables`` is mixed into ``Broker``. Jellyable objects call these
-methods by their Twisted names (``registerReference``, ``cacheRemotely``,
-``serializingPerspective`` ...), so custom ``jellyFor`` code written for
-Twisted keeps working.
+``ObjectTables`` is the base of ``PBSession`` (and so of ``Broker``). Jellyable
+objects call these methods by their Twisted names (``registerReference``,
+``cacheRemotely``, ``serializingPerspective`` ...), so custom ``jellyFor`` code
+written for Twisted keeps working. What a message exports is logged with that
+message (``serializeLogged``), never in a slot shared between messages, so
+taking back one unsent message cannot touch what another one exported.
 
 Calls whose arguments and results are plain scalars (the common case) skip the
 general jelly machinery: ``serialize``/``unserialize`` build those few forms
@@ -16,25 +18,30 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from spread._broker import (
+    CacheRef,
     ExportedCaches,
     ExportedObjects,
     IdCounter,
     ImportedCaches,
+    ImportedRef,
     ImportedReferences,
     Local,
+    ReleaseQueue,
     blank,
 )
+from spread._calls import CallSender
 from spread._failures import CopiedFailure
 from spread._quote import quote
 from spread._remote import RemoteReference
 from spread.flavors import RemoteCacheObserver
 from spread.jelly import InsecureJelly, jelly, unjelly
+from spread.limits import Limits
 
 _log = Logger()
 
@@ -90,26 +97,47 @@ _PROBED: weakref.WeakKeyDictionary[Any, dict[type, tuple[bool, bool]]] = (
 
 
 class ObjectTables:
-    """The invoker half of ``Broker`` (see module docstring)."""
+    """The invoker half of a PB session (see module docstring): the four reference tables,
+    the registration logs that let an unsent message be taken back, and the releases owed
+    to the peer. It sends only through ``sendEncoded``, which the session provides."""
 
-    security: Any
-    disconnected: int
-    currentRequestID: int
-    serializingPerspective: Any
-    unserializingPerspective: Any
-    jellyMethod: Any
-    jellyArgs: Any
-    jellyKw: Any
-    _ids: IdCounter
-    _exports: ExportedObjects
-    _imports: ImportedReferences[RemoteReference]
-    _cacheExports: ExportedCaches
-    _cacheImports: ImportedCaches
-    _releaseCallbacks: dict[Any, list[Callable[[], object]]]
-    _registrationLog: Registrations | None
-    _lastRegistrations: tuple[object, Registrations] | None
-    _fastJelly: bool
-    _fastUnjelly: bool
+    serializingPerspective: Any = None
+    unserializingPerspective: Any = None
+    jellyMethod: Any = None
+    jellyArgs: Any = None
+    jellyKw: Any = None
+
+    def __init__(self, security: Any, limits: Limits) -> None:
+        self.security = security
+        self.currentRequestID = 0
+        self._ids = ids = IdCounter()
+        self._releases = ReleaseQueue(self._scheduleFlush, self._sendReleases)
+        self._exports = ExportedObjects(ids, limits.maxBrokerRefs)
+        self._imports: ImportedReferences[RemoteReference] = ImportedReferences(
+            self._releases.put
+        )
+        self._cacheExports = ExportedCaches(ids, limits.maxCachedObjects)
+        self._cacheImports = ImportedCaches(self._releases.put)
+        self._releaseCallbacks: dict[Any, list[Callable[[], object]]] = {}
+        # Where registerReference and friends record what they export while a message is
+        # being jellied; None outside any message. See serializeLogged.
+        self._registrationLog: Registrations | None = None
+        self._fastJelly, self._fastUnjelly = self._probeFastPaths()
+
+    @property
+    def disconnected(self) -> int:
+        """1 once the connection has closed, else 0 (the session defines when)."""
+        return 0
+
+    def sendEncoded(self, obj: object) -> None:
+        """Send one s-expression to the peer: the session's output hook."""
+        raise NotImplementedError(f"{type(self).__qualname__} has no output")
+
+    def _scheduleFlush(self, flush: Callable[[], None]) -> None:
+        """Arrange for ``flush()`` to run soon, on the connection's thread.
+
+        Without a scheduler, releases wait for ``flushReleases()``.
+        """
 
     # -- serializing ------------------------------------------------------------------------
 
@@ -120,6 +148,7 @@ class ObjectTables:
         """Jelly ``object`` for the peer under this connection's security options.
 
         A Deferred (or coroutine) is serialized when it fires; the Deferred is returned.
+        What it exports is logged with the message being built, if any (``serializeLogged``).
         """
         if self._fastJelly:
             kind = type(object)
@@ -134,11 +163,43 @@ class ObjectTables:
             elif object is None:
                 return [b"None"]
         if isinstance(object, defer.Deferred):
-            return object.addCallback(self.serialize, perspective, method, args, kw)
+            return object.addCallback(
+                self._serializeInto, self._registrationLog, perspective, method, args, kw
+            )
         if inspect.iscoroutine(object):
             running = defer.Deferred.fromCoroutine(object)
             return self.serialize(running, perspective, method, args, kw)
         return self._jellyTracked(object, perspective, method, args, kw)
+
+    def serializeLogged(
+        self, object: Any, perspective: Any = None, method: Any = None
+    ) -> tuple[Any, Registrations]:
+        """Jelly ``object`` as one message part; return it with the exports it made.
+
+        The caller rolls the exports back (``rollback``) if the message is never
+        sent, so the peer's count of our objects stays right. Exports made by other
+        messages meanwhile (a nested call, say) are logged with those messages.
+        """
+        log: Registrations = []
+        return self._serializeInto(object, log, perspective, method), log
+
+    def _serializeInto(
+        self, object: Any, log: Registrations | None, perspective: Any = None, method: Any = None,
+        args: Any = None, kw: Any = None,
+    ) -> Any:
+        outer, self._registrationLog = self._registrationLog, log
+        try:
+            return self.serialize(object, perspective, method, args, kw)
+        finally:
+            self._registrationLog = outer
+
+    def runLogged(self, log: Registrations, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)``, logging into ``log`` what it serializes (a remote method's result)."""
+        outer, self._registrationLog = self._registrationLog, log
+        try:
+            return call(*args)
+        finally:
+            self._registrationLog = outer
 
     def _jellyTracked(self, object: Any, perspective: Any, method: Any, args: Any, kw: Any) -> Any:
         saved = (self.serializingPerspective, self.jellyMethod, self.jellyArgs, self.jellyKw)
@@ -150,15 +211,13 @@ class ObjectTables:
         try:
             sexp = jelly(object, self.security, None, self)
         except BaseException:
-            self._rollback(log)
+            self.rollback(log)
             raise
         finally:
             self._registrationLog = outer
             (self.serializingPerspective, self.jellyMethod, self.jellyArgs, self.jellyKw) = saved
         if outer is not None:
             outer.extend(log)
-        elif log:
-            self._lastRegistrations = (sexp, log)
         return sexp
 
     def unserialize(self, sexp: Any, perspective: Any = None) -> Any:
@@ -211,15 +270,7 @@ class ObjectTables:
             fast_unjelly = False
         return fast_jelly, fast_unjelly
 
-    def _takeRegistrations(self, sexp: object) -> Registrations | None:
-        """The references registered while jellying ``sexp`` (if it was the last one)."""
-        last = self._lastRegistrations
-        if last is None or (sexp is not None and last[0] is not sexp):
-            return None
-        self._lastRegistrations = None
-        return last[1]
-
-    def _rollback(self, log: Registrations | None) -> None:
+    def rollback(self, log: Registrations | None) -> None:
         """Undo registrations for a message that never left: the peer never received them."""
         if not log:
             return
@@ -232,6 +283,7 @@ class ObjectTables:
                 entry = self._cacheExports.release(luid, _puid)
                 if entry is not None:
                     self._stopObserving(entry.object, entry.perspective, entry.observer)
+        log.clear()
 
     def _released(self, obj: Any) -> None:
         for callback in self._releaseCallbacks.pop(_puid(obj), ()):
@@ -246,6 +298,49 @@ class ObjectTables:
             cacheable.stoppedObserving(perspective, observer)
         except Exception:
             _log.failure("stoppedObserving raised")
+
+    def notifyOnRelease(self, obj: Any, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` once when the peer releases its last reference to ``obj``."""
+        self._releaseCallbacks.setdefault(_puid(obj), []).append(callback)
+
+    def setReferenceLimit(self, limit: int) -> None:
+        """How many objects (and, separately, caches) the peer may hold of ours at once."""
+        self._exports.limit = self._cacheExports.limit = limit
+
+    # -- releases we owe the peer (from finalizers, drained on the connection's thread) -----
+
+    def _sendReleases(self, items: list[Any]) -> None:
+        """Send the decref/decache messages owed for proxies collected since the last drain."""
+        if self.disconnected:
+            return
+        for item in items:
+            if isinstance(item, ImportedRef):
+                count, kind, luid = self._imports.owed(item), b"decref", item.luid
+            elif isinstance(item, CacheRef):
+                count, kind, luid = self._cacheImports.owed(item), b"decache", item.entry.luid
+            else:
+                continue
+            for _ in range(count):
+                self.sendEncoded([kind, luid])
+
+    def flushReleases(self) -> None:
+        """Send owed releases now rather than when scheduled (for tests and shutdown)."""
+        self._releases.flush()
+
+    def sendDecRef(self, objectID: Any) -> None:
+        """Tell the peer we dropped one receipt of its object."""
+        self.sendEncoded([b"decref", objectID])
+
+    def decCacheRef(self, objectID: Any) -> None:
+        """Tell the peer we dropped one receipt of its cache."""
+        self.sendEncoded([b"decache", objectID])
+
+    def _clearTables(self) -> None:
+        """Forget every object, reference and cache (the connection has closed)."""
+        self._exports.clear()
+        self._imports.clear()
+        self._cacheImports.clear()
+        self._releaseCallbacks.clear()
 
     # -- the tables, by Twisted's names -----------------------------------------------------
 
@@ -295,7 +390,8 @@ class ObjectTables:
     def cacheRemotely(self, instance: Any) -> int:
         """Record the first send of ``instance`` as a cache; return its new cache id."""
         perspective = self.serializingPerspective
-        observer = RemoteCacheObserver(self, instance, perspective)
+        # The session that subclasses these tables is the observer's CallSender.
+        observer = RemoteCacheObserver(cast(CallSender, self), instance, perspective)
         luid = self._cacheExports.add(instance, _puid(instance), perspective, observer)
         if self._registrationLog is not None:
             self._registrationLog.append((_CACHE, luid))

@@ -19,6 +19,8 @@ from twisted.internet import defer
 from twisted.python.reflect import qual
 from zope.interface import Interface, implementer  # type: ignore[import-untyped]
 
+from spread._calls import CallSender, quietFailure
+from spread._errors import DeadReferenceError
 from spread.jelly import (
     InsecureJelly,
     Jellyable,
@@ -340,9 +342,6 @@ class RemoteCache(RemoteCopy, Serializable):
 
 
 def _quietDeadReference(message: str) -> defer.Deferred[Any]:
-    from spread._errors import DeadReferenceError
-    from spread._protocol import quietFailure
-
     return quietFailure(DeadReferenceError(message))
 
 
@@ -355,7 +354,7 @@ class RemoteCacheObserver:
     master may simply ignore the results of its updates.
     """
 
-    def __init__(self, broker: Any, cached: Cacheable, perspective: Any) -> None:
+    def __init__(self, broker: CallSender, cached: Cacheable, perspective: Any) -> None:
         self.broker = broker
         self.cached = cached
         self.perspective = perspective
@@ -384,9 +383,7 @@ class RemoteCacheObserver:
         cache_id = broker.cachedRemotelyAs(self.cached)
         if cache_id is None:
             return _quietDeadReference("the peer no longer holds a replica of this object")
-        return broker._sendMessage(  # type: ignore[no-any-return]
-            b"cache", self.perspective, cache_id, name, args, kw, quiet=True
-        )
+        return broker.sendRemoteCall(b"cache", self.perspective, cache_id, name, args, kw, True)
 
     def remoteMethod(self, key: str) -> RemoteCacheMethod:
         """A callable that does ``callRemote(key, ...)``."""

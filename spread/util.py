@@ -90,7 +90,8 @@ class Pager:
         self.callbackKeyword = kw
         self._stillPaging = True
         self.collector = collector
-        collector.broker.registerPageProducer(self)
+        broker: Any = collector.broker  # a Broker: pages need its transport
+        broker.registerPageProducer(self)
 
     def stillPaging(self) -> bool:
         """Whether more pages follow; on the last, tell the collector and run the callback."""

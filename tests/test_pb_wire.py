@@ -25,9 +25,10 @@ from twisted.spread import banana as tbanana
 from twisted.spread import jelly as tjelly
 from twisted.spread import pb as tpb
 
+from spread import banana as sbanana
 from spread import jelly as sjelly
 from spread import pb as spb
-from spread._wirenames import COPYABLE_FAILURE, fromWire, toWire
+from spread._wirenames import COPYABLE_FAILURE, TWISTED_NAMES, fromWire, toWire
 
 # -- building the same objects with either library -----------------------------------------
 
@@ -482,13 +483,19 @@ def test_any_basic_value_jellies_as_twisted_and_comes_back(value: Any) -> None:
 
 def test_wire_names_table() -> None:
     assert COPYABLE_FAILURE == b"twisted.spread.pb.CopyableFailure"
-    for ours, theirs in [
+    pairs = [
         (spb.Error, "twisted.spread.pb.Error"),
+        (spb.ProtocolError, "twisted.spread.pb.ProtocolError"),
         (spb.DeadReferenceError, "twisted.spread.pb.DeadReferenceError"),
+        (spb.RemoteError, "twisted.spread.pb.RemoteError"),
+        (spb.PBConnectionLost, "twisted.spread.pb.PBConnectionLost"),
         (spb.NoSuchMethod, "twisted.spread.flavors.NoSuchMethod"),
         (spb.CopyableFailure, "twisted.spread.pb.CopyableFailure"),
         (sjelly.InsecureJelly, "twisted.spread.jelly.InsecureJelly"),
-    ]:
+        (sbanana.BananaError, "twisted.spread.banana.BananaError"),
+    ]
+    assert len(TWISTED_NAMES) == len(pairs)  # every entry is held to its class here
+    for ours, theirs in pairs:
         name = f"{ours.__module__}.{ours.__qualname__}"
         assert toWire(name) == theirs
         assert fromWire(theirs) == name

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from support import shared_sexp
+from twisted.python.failure import Failure
 
 from spread import jelly, pb
 from spread._failures import loggableFailure
@@ -77,7 +78,7 @@ def test_exception_text_of_a_shared_graph_is_bounded() -> None:
 
 
 def test_a_logged_failure_of_a_shared_graph_formats_cheaply() -> None:
-    fail = loggableFailure(pb.Failure(KeyError(shared_value(20))))
+    fail = loggableFailure(Failure(KeyError(shared_value(20))))
     assert fail.check(KeyError)
     assert len(fail.getTraceback()) < 10_000
 

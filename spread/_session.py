@@ -1,0 +1,502 @@
+"""``PBSession``: the PB conversation of one connection, with no I/O of its own.
+
+Messages (each a list; ids are ints, names bytes):
+
+    [version, 6]                                  both sides, once, on connect
+    [message, req, object, name, answer?, args, kw]    call a referenced object
+    [cachemessage, req, cache, name, answer?, args, kw] call observe_* on a replica
+    [answer, req, result] / [error, req, failure]      the outcome of a call
+    [decref, object] / [decache, cache]           the peer dropped one receipt
+    [uncache, cache]                              the master forgot the cache
+    [didNotUnderstand, kind]                      reply to an unknown kind
+
+S-expressions come in through ``expressionReceived`` and go out through one
+hook, ``sendEncoded``; releases of collected proxies are drained when the
+``schedule`` hook says so. The session imports no reactor and no transport:
+``spread._protocol.Broker`` puts it on a Twisted connection, and tests drive
+it with plain function calls (``tests/test_session.py``).
+
+Error contract: a malformed message drops the connection (``ProtocolError``,
+logged, then the ``drop`` hook); a failure inside a call, including a refused
+argument (``InsecureJelly``) or an unencodable result, goes back to the caller
+as an error answer and the connection keeps serving.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from spread._broker import MAX_BROKER_REFS
+from spread._calls import quietFailure, silence
+from spread._errors import DeadReferenceError, Error, PBConnectionLost, ProtocolError
+from spread._failures import (
+    CopyableFailure,
+    currentFailure,
+    failure2Copyable,
+    failureOf,
+    isFailureOf,
+    loggableFailure,
+)
+from spread._quote import exceptionText, quote
+from spread._serialize import ObjectTables, Registrations, _puid, jellyFlatTuple
+from spread._wirenames import COPYABLE_FAILURE
+from spread.flavors import NoSuchMethod
+from spread.jelly import InsecureJelly, Jellyable, globalSecurity
+from spread.limits import Limits, withBrokerRefs
+
+_log = Logger()
+
+PROTOCOL_VERSION = 6
+_EMPTY_KW: list[Any] = [b"dictionary"]  # read-only: banana never mutates what it sends
+_STALE = "Calling Stale Broker"
+
+
+class SessionState(enum.Enum):
+    """Where a PB conversation is in its life."""
+
+    NEGOTIATING = "negotiating"
+    """Connected; the dialect and version are not settled yet."""
+    READY = "ready"
+    """Calls may flow both ways."""
+    CLOSED = "closed"
+    """The connection is gone; every call fails with ``DeadReferenceError``."""
+
+
+class PBSession(ObjectTables):
+    """References, calls, copies and caches in both directions over one connection.
+
+    ``send(sexp)`` writes one s-expression to the peer, ``schedule(flush)`` runs
+    ``flush()`` soon on the session's thread (it may be called from a finalizer),
+    ``drop()`` ends a connection whose peer broke the protocol. Subclasses such as
+    ``Broker`` override ``sendEncoded``, ``_scheduleFlush`` and ``_dropConnection``
+    instead of passing them.
+    """
+
+    version = PROTOCOL_VERSION
+    username = None
+    factory: Any = None
+    maxBrokerRefs = MAX_BROKER_REFS
+
+    def __init__(
+        self,
+        security: Any = globalSecurity,
+        *,
+        maxBrokerRefs: int | None = None,
+        limits: Limits | None = None,
+        send: Callable[[object], None] | None = None,
+        schedule: Callable[[Callable[[], None]], object] | None = None,
+        drop: Callable[[], None] | None = None,
+    ) -> None:
+        if maxBrokerRefs is None and type(self).maxBrokerRefs != MAX_BROKER_REFS:
+            maxBrokerRefs = type(self).maxBrokerRefs  # a subclass's own default
+        self.limits = withBrokerRefs(limits, maxBrokerRefs)
+        self._send = send
+        self._schedule = schedule
+        self._drop = drop
+        self.state = SessionState.NEGOTIATING
+        self._runningCalls = 0  # incoming calls whose answer is not ready yet
+        self.disconnects: list[Callable[[], object]] = []
+        self.failures: list[Callable[[], object]] = []
+        self.connects: list[Callable[[], object]] | None = []
+        self.waitingForAnswers: dict[int, defer.Deferred[Any]] = {}
+        self._quietRequests: set[int] = set()
+        ObjectTables.__init__(self, security, self.limits)
+        self.protocolUnjellyables: dict[bytes, Callable[[Any, list[Any]], object]] = {
+            b"remote": self._unjellyRemote,
+            b"local": self._unjellyLocal,
+            b"cached": self._unjellyCached,
+            b"lcache": self._unjellyLCache,
+            COPYABLE_FAILURE: self._unjellyFailure,
+        }
+        self._handlers: dict[object, tuple[int, Callable[..., None]]] = {
+            b"version": (1, self.proto_version),
+            b"message": (6, self.proto_message),
+            b"cachemessage": (6, self.proto_cachemessage),
+            b"answer": (2, self.proto_answer),
+            b"error": (2, self.proto_error),
+            b"decref": (1, self.proto_decref),
+            b"decache": (1, self.proto_decache),
+            b"uncache": (1, self.proto_uncache),
+            b"didNotUnderstand": (1, self.proto_didNotUnderstand),
+        }
+
+    # -- the hooks (a Broker overrides these; a bare session is given callables) ----------
+
+    def sendEncoded(self, obj: object) -> None:
+        """Send one s-expression to the peer."""
+        if self._send is None:
+            raise NotImplementedError("give PBSession a send= callable, or override sendEncoded")
+        self._send(obj)
+
+    def _scheduleFlush(self, flush: Callable[[], None]) -> None:
+        if self._schedule is not None:
+            self._schedule(flush)
+
+    def _dropConnection(self) -> None:
+        """The peer broke the protocol: end the connection."""
+        if self._drop is not None:
+            self._drop()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def disconnected(self) -> int:
+        """1 once the connection has closed, else 0 (Twisted's flag, read-only here)."""
+        return 1 if self.state is SessionState.CLOSED else 0
+
+    def connectionReady(self) -> None:
+        """The dialect is settled: say our version and tell whoever waits for us."""
+        if self.state is not SessionState.NEGOTIATING:
+            return
+        self.state = SessionState.READY
+        self.sendEncoded([b"version", self.version])
+        connects, self.connects = self.connects or [], None
+        for notifier in connects:
+            self._runNotifier(notifier, "a notifyOnConnect callback raised")
+
+    def connectionFailed(self) -> None:
+        """Run ``notifyOnFail`` callbacks (kept for Twisted compatibility)."""
+        failures, self.failures = self.failures, []
+        for notifier in failures:
+            self._runNotifier(notifier, "a notifyOnFail callback raised")
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Fail every pending call, stop every observer, notify, and free every table."""
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        pending, self.waitingForAnswers = self.waitingForAnswers, {}
+        quiet, self._quietRequests = self._quietRequests, set()
+        for request_id, d in pending.items():
+            d.errback(failureOf(PBConnectionLost(reason)))
+            if request_id in quiet:
+                silence(d)
+        for entry in self._cacheExports.drain():
+            self._stopObserving(entry.object, entry.perspective, entry.observer)
+        notifiers, self.disconnects = self.disconnects, []
+        for notifier in notifiers:
+            self._runNotifier(notifier, "a notifyOnDisconnect callback raised")
+        self._clearTables()
+
+    def notifyOnDisconnect(self, notifier: Callable[[], object]) -> None:
+        """Call ``notifier()`` once when this connection closes (at once if it has)."""
+        if self.disconnected:
+            self._runNotifier(notifier, "a notifyOnDisconnect callback raised")
+        else:
+            self.disconnects.append(notifier)
+
+    def dontNotifyOnDisconnect(self, notifier: Callable[[], object]) -> None:
+        """Forget a ``notifyOnDisconnect`` callback (unknown ones are ignored)."""
+        if notifier in self.disconnects:
+            self.disconnects.remove(notifier)
+
+    def notifyOnFail(self, notifier: Callable[[], object]) -> None:
+        """Call ``notifier()`` if the connection fails before it is made."""
+        self.failures.append(notifier)
+
+    def notifyOnConnect(self, notifier: Callable[[], object]) -> None:
+        """Call ``notifier()`` when the connection is ready (at once if it is)."""
+        if self.connects is None:
+            self._runNotifier(notifier, "a notifyOnConnect callback raised")
+        else:
+            self.connects.append(notifier)
+
+    @staticmethod
+    def _runNotifier(notifier: Callable[[], object], what: str) -> None:
+        try:
+            notifier()
+        except Exception:
+            _log.failure(what)
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def expressionReceived(self, sexp: object) -> None:
+        """Dispatch one message; a malformed one ends the connection."""
+        try:
+            if type(sexp) is not list or not sexp:
+                raise ProtocolError(f"a PB message must be a non-empty list, not {quote(sexp)}")
+            kind = sexp[0]
+            handler = self._handlers.get(kind) if type(kind) is bytes else None
+            if handler is None:
+                self._didNotUnderstand(sexp[0])
+                return
+            arity, method = handler
+            if len(sexp) != arity + 1:
+                raise ProtocolError(
+                    f"{sexp[0]!r} takes {arity} values, got {len(sexp) - 1}: {quote(sexp)}"
+                )
+            method(*sexp[1:])
+        except ProtocolError as e:
+            _log.error("dropping connection: peer broke the PB protocol: {error}", error=e)
+            self._dropConnection()
+        except Exception:
+            _log.failure("bug in spread: failed handling a PB message; please report it")
+
+    def _didNotUnderstand(self, kind: object) -> None:
+        if type(kind) not in (bytes, int, float):
+            raise ProtocolError(f"a PB message kind must be a string, not {quote(kind)}")
+        _log.info("peer sent unknown PB message kind {kind!r}; replying so", kind=kind)
+        self.sendEncoded([b"didNotUnderstand", kind])
+
+    def proto_version(self, vnum: object) -> None:
+        """Check the peer speaks our PB version; anything else ends the connection."""
+        if vnum != self.version:
+            raise ProtocolError(f"peer speaks PB version {quote(vnum)}, we speak {self.version}")
+
+    def proto_didNotUnderstand(self, command: object) -> None:
+        """The peer did not know a message kind we sent: note it and carry on."""
+        _log.info("peer did not understand PB message kind {command!r}", command=command)
+
+    def proto_message(
+        self, requestID: object, objectID: object, message: object, answerRequired: object,
+        netArgs: object, netKw: object,
+    ) -> None:
+        """Call a method of one of our referenced objects."""
+        self._recvMessage(
+            self._exports.lookup, requestID, objectID, message, answerRequired, netArgs, netKw
+        )
+
+    def proto_cachemessage(
+        self, requestID: object, objectID: object, message: object, answerRequired: object,
+        netArgs: object, netKw: object,
+    ) -> None:
+        """Call an ``observe_*`` method of one of our cache replicas."""
+        self._recvMessage(
+            self._cacheImports.replica, requestID, objectID, message, answerRequired, netArgs,
+            netKw,
+        )
+
+    def _recvMessage(
+        self, find: Callable[[object], Any], requestID: object, objectID: object,
+        message: object, answerRequired: object, netArgs: object, netKw: object,
+    ) -> None:
+        if type(requestID) is not int:
+            raise ProtocolError(f"a request id must be an int, not {quote(requestID)}")
+        if self._runningCalls >= self.limits.maxPendingCalls:
+            self._refuseCall(requestID, answerRequired)
+            return
+        exported: Registrations = []  # what the answer exports, to take back if unsent
+        try:
+            if type(message) is bytes:
+                message = message.decode("utf-8")
+            elif type(message) is not str:
+                raise Error(f"a method name must be a string, not {quote(message)}")
+            target = find(objectID)
+            if target is None:
+                raise Error(f"Invalid Object ID {quote(objectID)}")
+            netResult = self.runLogged(
+                exported, target.remoteMessageReceived, self, message, netArgs, netKw
+            )
+        except Exception:
+            self.rollback(exported)
+            fail = currentFailure()
+            self._logCallFailure(fail)
+            if answerRequired:
+                self._sendError(fail, requestID)
+            return
+        if isinstance(netResult, defer.Deferred):
+            if not netResult.called:
+                self._runningCalls += 1
+                netResult.addBoth(self._callFinished)
+            if answerRequired:
+                netResult.addCallbacks(
+                    self._sendAnswer, self._sendFailureOrError,
+                    callbackArgs=(requestID, exported), errbackArgs=(requestID,),
+                )
+            else:
+                netResult.addErrback(self._logCallFailure)
+        elif answerRequired:
+            self._sendAnswer(netResult, requestID, exported)
+
+    def _callFinished(self, result: object) -> object:
+        self._runningCalls -= 1
+        return result
+
+    def _refuseCall(self, requestID: int, answerRequired: object) -> None:
+        """Too many of this peer's calls are still running: fail this one at once."""
+        limit = self.limits.maxPendingCalls
+        _log.warn("refused a call: the peer already has {limit} calls running", limit=limit)
+        if answerRequired:
+            error = Error(
+                f"the server is already running {limit} calls from this connection; wait for "
+                "some answers before calling again (the limit is Limits.maxPendingCalls)"
+            )
+            self._sendError(failureOf(error), requestID)
+
+    def _logCallFailure(self, fail: Failure) -> None:
+        if isFailureOf(fail, Error):
+            return
+        if isFailureOf(fail, NoSuchMethod, InsecureJelly):
+            _log.info("refused a call from the peer: {error}", error=exceptionText(fail.value))
+            return
+        _log.failure("Peer will receive following PB traceback:", loggableFailure(fail))
+
+    def proto_answer(self, requestID: object, netResult: object) -> None:
+        """The outcome of one of our calls: fire its Deferred."""
+        d = self.waitingForAnswers.pop(requestID, None) if type(requestID) is int else None
+        if d is None or self._quietRequests:
+            d = self._popRequest(requestID, d)
+            if d is None:
+                return
+        try:
+            result = self.unserialize(netResult)
+        except Exception:
+            d.errback()
+            return
+        d.callback(result)
+
+    def proto_error(self, requestID: object, fail: object) -> None:
+        """One of our calls failed remotely: errback its Deferred with the copied failure."""
+        d = self._popRequest(requestID)
+        if d is None:
+            return
+        try:
+            error = self.unserialize(fail)
+        except Exception:
+            d.errback()
+            return
+        if isinstance(error, (Failure, BaseException)):
+            d.errback(error)
+        else:
+            d.errback(Error(f"the peer reported an error as {quote(error)}"))
+
+    def _popRequest(
+        self, requestID: object, popped: defer.Deferred[Any] | None = None
+    ) -> defer.Deferred[Any] | None:
+        d = popped
+        if d is None and type(requestID) is int:
+            d = self.waitingForAnswers.pop(requestID, None)
+        if d is None:
+            _log.info("ignoring answer to unknown request {id!r}", id=requestID)
+            return None
+        if self._quietRequests:
+            self._quietRequests.discard(requestID)
+        return d
+
+    def proto_decref(self, objectID: object) -> None:
+        """The peer dropped one receipt of one of our objects."""
+        released = self._exports.release(objectID, _puid)
+        if released is not None:
+            self._released(released)
+
+    def proto_decache(self, objectID: object) -> None:
+        """The peer dropped one receipt of a cache; at zero, stop observing and say uncache."""
+        entry = self._cacheExports.release(objectID, _puid)
+        if entry is None:
+            return
+        self._stopObserving(entry.object, entry.perspective, entry.observer)
+        self.sendEncoded([b"uncache", objectID])
+
+    def proto_uncache(self, objectID: object) -> None:
+        """The master's side forgot a cache: forget its state too."""
+        entry = self._cacheImports.forget(objectID)
+        if entry is not None:
+            entry.state["broker"] = None
+
+    # -- sending --------------------------------------------------------------------------
+
+    def sendCall(self, *exp: Any) -> None:
+        """Send one message (Twisted's name)."""
+        self.sendEncoded(list(exp))
+
+    def sendRemoteCall(
+        self, prefix: bytes, perspective: Any, objectID: Any, message: bytes,
+        args: tuple[Any, ...], kw: dict[str, Any], quiet: bool = False,
+    ) -> defer.Deferred[Any]:
+        """Send a call and return the Deferred for its answer; never raises.
+
+        ``prefix`` is ``b""`` for a referenced object, ``b"cache"`` for a replica.
+        ``quiet`` failures are not logged if nobody looks at them.
+        """
+        if self.disconnected:
+            error = DeadReferenceError(_STALE)
+            return quietFailure(error) if quiet else defer.fail(error)
+        answerRequired = 1
+        if "pbanswer" in kw:
+            kw = dict(kw)
+            answerRequired = int(bool(kw.pop("pbanswer")))
+        netKw: Any = _EMPTY_KW
+        kw_log: Registrations = []
+        try:
+            if kw:
+                netKw, kw_log = self.serializeLogged(kw, perspective, message)
+        except Exception:
+            return defer.fail()
+        try:
+            # The hot path: a tuple of plain values needs no jelly machinery.
+            netArgs = jellyFlatTuple(args) if self._fastJelly else None
+            args_log: Registrations = []
+            if netArgs is None:
+                netArgs, args_log = self.serializeLogged(args, perspective, message)
+        except Exception:
+            self.rollback(kw_log)
+            return defer.fail()
+        requestID = self.newRequestID()
+        kind = b"message" if not prefix else prefix + b"message"
+        try:
+            self.sendEncoded([kind, requestID, objectID, message, answerRequired, netArgs, netKw])
+        except Exception:
+            self.rollback(args_log)
+            self.rollback(kw_log)
+            return defer.fail()
+        if not answerRequired:
+            return defer.succeed(None)
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.waitingForAnswers[requestID] = d
+        if quiet:
+            self._quietRequests.add(requestID)
+        return d
+
+    def _sendAnswer(self, netResult: Any, requestID: int, exported: Registrations) -> None:
+        try:
+            self.sendEncoded([b"answer", requestID, netResult])
+        except Exception:
+            self.rollback(exported)
+            self._sendError(currentFailure(), requestID)
+
+    def _sendFailureOrError(self, fail: Failure, requestID: int) -> None:
+        self._logCallFailure(fail)
+        self._sendError(fail, requestID)
+
+    def _sendError(self, fail: Failure, requestID: int) -> None:
+        """Send a failure as Twisted does: the exception itself if it may travel as it is
+        (Jellyable, or its class allowed), else as a CopyableFailure."""
+        unsafe = getattr(self.factory, "unsafeTracebacks", False)
+        value = fail.value
+        payload: Any
+        if isinstance(value, Jellyable) or self._classAllowed(type(value)):
+            payload = value
+        elif isinstance(fail, CopyableFailure):
+            payload = fail
+            payload.unsafeTracebacks = unsafe
+        else:
+            payload = failure2Copyable(fail, unsafe)
+        exported: Registrations = []
+        try:
+            netFailure, exported = self.serializeLogged(payload)
+            self.sendEncoded([b"error", requestID, netFailure])
+        except Exception:
+            self.rollback(exported)
+            self._sendUnsendableError(currentFailure(), fail, requestID)
+
+    def _sendUnsendableError(self, problem: Failure, original: Failure, requestID: int) -> None:
+        """The error itself could not be sent (too large, unjellyable): send why instead."""
+        message = (
+            f"{original.type.__name__ if isinstance(original.type, type) else original.type!r}"
+            f" could not be sent: {exceptionText(problem.value)}"
+        )[:4096]
+        substitute = failure2Copyable(failureOf(Error(message)), False)
+        try:
+            self.sendEncoded([b"error", requestID, self.serialize(substitute)])
+        except Exception:
+            _log.failure("could not send an error answer to the peer")
+
+    def _classAllowed(self, cls: type) -> bool:
+        check = getattr(self.security, "isClassAllowed", None)
+        return bool(check(cls)) if check is not None else False
