@@ -289,10 +289,12 @@ cached_bytes(StringCache *cache, const unsigned char *data, Py_ssize_t n)
     return made;
 }
 
-/* A header's value when it has more digits than fit in 63 bits: a Python int. */
+/* A header's value when it does not fit in 63 bits: a Python int. */
 static PyObject *
 big_value(const unsigned char *digits, Py_ssize_t n)
 {
+    while (n > 0 && digits[n - 1] == 0)
+        n--; /* high-order zero digits add nothing */
     PyObject *value = PyLong_FromLong(0);
     PyObject *seven = PyLong_FromLong(7);
     if (value == NULL || seven == NULL)
@@ -492,18 +494,27 @@ speedups_scan(PyObject *module, PyObject *args)
     }
 
     while (pos < end) {
-        /* the header: base-128 digits, then a type byte */
+        /* The header: base-128 digits, least significant first, then a type byte. As in
+         * Python (and Twisted), the prefix limit counts digits, high-order zeros included,
+         * and says nothing of the value: 5 followed by nine zero digits is still 5. The
+         * first nine digits (63 bits) go into count; big is set only if a later digit is
+         * not zero, that is, only if the value itself needs more than 63 bits. */
         Py_ssize_t p = pos;
         unsigned long long count = 0;
         int shift = 0;
+        int big = 0;
         while (p < end && buf[p] < 0x80) {
             if (p - pos == prefix_limit) {
                 error = ERR_PREFIX;
                 goto done;
             }
-            if (shift < 63)
+            if (shift < 63) {
                 count |= (unsigned long long)buf[p] << shift;
-            shift += 7;
+                shift += 7;
+            }
+            else if (buf[p]) {
+                big = 1;
+            }
             p++;
         }
         if (p == end) {
@@ -511,7 +522,6 @@ speedups_scan(PyObject *module, PyObject *args)
             break;
         }
         Py_ssize_t digits = p - pos;
-        int big = digits > 9;
         unsigned char kind = buf[p];
         Py_ssize_t start = p + 1;
         if (kind == T_STRING || kind == T_LIST) {

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.testing import StringTransport
+from twisted.spread import banana as twisted_banana
 
 import spread._banana_codec as codec
 import spread.jelly as jelly_module
@@ -143,11 +145,68 @@ def test_encoder_hands_unusual_values_to_python() -> None:
 
 # -- decoding -----------------------------------------------------------------------------------
 
+
+def digits_of(value: int) -> bytes:
+    """``value`` in base 128, least significant digit first, without high-order zeros."""
+    digits = bytearray()
+    while value:
+        digits.append(value & 0x7F)
+        value >>= 7
+    return bytes(digits)
+
+
+TYPE_BYTES = [
+    codec.LIST, codec.INT, codec.STRING, codec.NEG, codec.FLOAT, codec.LONGINT, codec.LONGNEG,
+    codec.VOCAB,
+]  # fmt: skip
+
+
+@st.composite
+def padded_headers(draw: st.DrawFn) -> bytes:
+    """An element whose header has high-order zero digits (legal: the value is unchanged).
+
+    The prefix limit counts digits, zeros included, so the digit counts drawn cluster
+    around the limits the tests use (1, 2, 9, 10 and 64) and the 63 bits a C number holds.
+    """
+    kind = draw(st.sampled_from(TYPE_BYTES))
+    value = draw(
+        st.one_of(
+            st.integers(0, 5),
+            st.integers(0, 40),  # symbols, known and not, in the "pb" vocabulary
+            st.sampled_from([127, 128, 2**31 - 1, 2**31, 2**31 + 1, 2**63 - 1, 2**63]),
+            st.sampled_from([2**64, 2**70, 640 * 1024, 640 * 1024 + 1]),
+            st.integers(0, 2**300),
+        )
+    )
+    significant = digits_of(value)
+    count = draw(
+        st.one_of(
+            st.sampled_from([10, 64, 65, 9, 11, 63, 66, 1, 2, 3]),
+            st.integers(len(significant), len(significant) + 3),
+            st.integers(0, 70),
+        )
+    )
+    header = significant + bytes(max(0, count - len(significant))) + bytes((kind,))
+    if kind == codec.STRING:
+        # The whole string when it is short; an announced long one stays incomplete.
+        body = draw(st.binary(min_size=min(value, 40), max_size=min(value, 40)))
+    elif kind == codec.FLOAT:
+        body = draw(st.binary(min_size=8, max_size=8))
+    elif kind == codec.LIST:
+        # A few elements here; the pieces that follow on the wire may supply the rest.
+        elements = st.sampled_from([b"\x05\x81", b"\x01\x82x", b"\x00\x80", b"\x03\x00\x00\x83"])
+        body = b"".join(draw(st.lists(elements, max_size=min(value, 4))))
+    else:
+        body = b""
+    return header + body
+
+
 wire_pieces = st.one_of(
     values.map(lambda value: encode(value) if _encodable(value) else b""),
     values.map(lambda value: Encoder(PB_VOCABULARY).encode(value) if _encodable(value) else b""),
     st.binary(max_size=12),
     st.sampled_from([b"\x7f" * 70 + b"\x81", b"\x05\x87", b"\x40\x87", b"\x02\x88", b"\x84\x01"]),
+    padded_headers(),
 )
 
 
@@ -197,6 +256,122 @@ def test_decoder_matches_python(
     fast = feed_all(Decoder(vocabulary, **settings), wire, cuts, first)
     with pure_python():
         assert feed_all(Decoder(vocabulary, **settings), wire, cuts, first) == fast
+
+
+# Default limits first: hypothesis favours the first choice, and most padded headers are
+# within the default prefix limit (the case a Twisted peer may send), not refused at once.
+padded_limits = st.fixed_dictionaries(
+    {
+        "size_limit": st.sampled_from([640 * 1024, 0, 2, 10]),
+        # 9 digits fill the C scanner's 63-bit number, the 10th is the first beyond it.
+        "prefix_limit": st.sampled_from([64, 65, 10, 9, 2, 1, 0]),
+        "max_depth": st.sampled_from([1000, 1, 3]),
+        "max_message_size": st.sampled_from([16 * 1024 * 1024, 20]),
+    }
+)
+
+
+@needs_c
+@given(
+    st.lists(st.one_of(padded_headers(), wire_pieces), min_size=1, max_size=5).map(b"".join),
+    st.data(),
+    padded_limits,
+    st.booleans(),
+    st.sampled_from([None, 1]),
+)
+def test_decoder_matches_python_on_high_order_zero_digits(
+    wire: bytes, data: st.DataObject, settings: dict[str, int], pb: bool, first: int | None
+) -> None:
+    # Mostly padded headers, so most cuts fall inside one: a header split across feeds.
+    cuts = data.draw(
+        st.one_of(
+            st.lists(st.integers(0, len(wire)), max_size=8),
+            st.just(list(range(1, len(wire)))),  # one byte at a time
+        )
+    )
+    vocabulary = PB_VOCABULARY_BY_NUMBER if pb else None
+    fast = feed_all(Decoder(vocabulary, **settings), wire, cuts, first)
+    with pure_python():
+        assert feed_all(Decoder(vocabulary, **settings), wire, cuts, first) == fast
+
+
+def twisted_decoded(wire: bytes, pb: bool) -> list[Any] | None:
+    """What Twisted's decoder (prefix limit 64) makes of ``wire``; None if it refuses it."""
+    received: list[Any] = []
+    peer = twisted_banana.Banana()
+    peer.expressionReceived = received.append
+    peer.makeConnection(StringTransport())
+    peer._selectDialect(b"pb" if pb else b"none")
+    try:
+        peer.dataReceived(wire)
+    except Exception:  # BananaError, or KeyError for an unknown symbol
+        return None
+    return received
+
+
+def zero_padded(value: int, digits: int, kind: int) -> bytes:
+    """A header for ``value`` written with ``digits`` digits: high-order zeros added."""
+    significant = digits_of(value)
+    return significant + bytes(digits - len(significant)) + bytes((kind,))
+
+
+PREFIX_ERROR = "element header longer than 64 digits"
+TOO_LONG_ERROR = "more than the size limit"
+
+
+@pytest.mark.parametrize(
+    ("wire", "pb", "expected"),
+    [
+        # The report: a one-element list announced in ten digits.
+        (b"\x01" + b"\x00" * 9 + b"\x80\x05\x81", False, [[5]]),
+        (zero_padded(1, 10, codec.LIST) + b"\x05\x81", False, [[5]]),
+        (zero_padded(1, 64, codec.LIST) + b"\x05\x81", False, [[5]]),
+        (zero_padded(1, 65, codec.LIST) + b"\x05\x81", False, PREFIX_ERROR),
+        (zero_padded(0, 64, codec.LIST), False, [[]]),
+        (zero_padded(3, 10, codec.STRING) + b"abc", False, [b"abc"]),
+        (zero_padded(3, 64, codec.STRING) + b"abc", False, [b"abc"]),
+        (zero_padded(3, 65, codec.STRING) + b"abc", False, PREFIX_ERROR),
+        (zero_padded(640 * 1024 + 1, 64, codec.STRING), False, TOO_LONG_ERROR),
+        (zero_padded(640 * 1024 + 1, 64, codec.LIST), False, TOO_LONG_ERROR),
+        (zero_padded(5, 10, codec.INT), False, [5]),
+        (zero_padded(5, 64, codec.INT), False, [5]),
+        (zero_padded(5, 65, codec.INT), False, PREFIX_ERROR),
+        (zero_padded(5, 64, codec.NEG), False, [-5]),
+        (zero_padded(2**63 - 1, 64, codec.LONGINT), False, [2**63 - 1]),
+        (zero_padded(2**63, 10, codec.LONGINT), False, [2**63]),
+        (zero_padded(2**63, 64, codec.LONGNEG), False, [-(2**63)]),
+        (zero_padded(2**447, 64, codec.LONGINT), False, [2**447]),
+        (zero_padded(2**448, 65, codec.LONGINT), False, PREFIX_ERROR),
+        (zero_padded(1, 10, codec.VOCAB), True, [b"None"]),
+        (zero_padded(31, 64, codec.VOCAB), True, [b"uncache"]),
+        (zero_padded(1, 65, codec.VOCAB), True, PREFIX_ERROR),
+        (zero_padded(32, 64, codec.VOCAB), True, "unknown vocabulary symbol 32"),
+        (zero_padded(2**63 + 1, 12, codec.VOCAB), True, f"unknown vocabulary symbol {2**63 + 1}"),
+    ],
+)
+def test_high_order_zero_digits_count_toward_the_prefix_limit_only(
+    wire: bytes, pb: bool, expected: list[Any] | str
+) -> None:
+    """A header's digits are limited in number, not in value: zeros after the value count."""
+    vocabulary = PB_VOCABULARY_BY_NUMBER if pb else None
+    runs: list[Any] = []
+    for implementation in (contextlib.nullcontext, pure_python):
+        with implementation():
+            whole = outcome(lambda: Decoder(vocabulary).feed(wire))
+            decoder = Decoder(vocabulary)
+            split = feed_all(decoder, wire, list(range(1, len(wire))), None)
+            runs.append((whole, split))
+    assert runs[0] == runs[1]  # the C scanner (where built) as the Python one
+    (kind, result), split = runs[1]
+    twisted = twisted_decoded(wire, pb)
+    if isinstance(expected, str):
+        assert kind == "BananaError"
+        assert expected in result
+        assert twisted is None
+    else:
+        assert (kind, result) == ("ok", typed_repr(expected))
+        assert [step for step in split[:-1] if step != ("ok", "list[]")] == [(kind, result)]
+        assert twisted == expected
 
 
 @needs_c
