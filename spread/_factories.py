@@ -15,7 +15,31 @@ from spread.jelly import globalSecurity
 from spread.limits import Limits, withBrokerRefs
 
 
-class PBClientFactory(protocol.ClientFactory):
+class _BrokerMaker:
+    """What both factories give each broker they build: security, limits and a reactor."""
+
+    protocol: Any = Broker
+    unsafeTracebacks: Any = False
+
+    def _configure(
+        self, unsafeTracebacks: Any, security: Any, maxBrokerRefs: int | None,
+        limits: Limits | None, reactor: Any,
+    ) -> None:
+        self.unsafeTracebacks = unsafeTracebacks
+        self.security = security
+        self.limits = withBrokerRefs(limits, maxBrokerRefs)
+        self.maxBrokerRefs = self.limits.maxBrokerRefs
+        self.reactor = reactor  # what the brokers schedule on; None: the global one, found late
+
+    def _newBroker(self, isClient: bool) -> Broker:
+        broker: Broker = self.protocol(
+            isClient=isClient, security=self.security, limits=self.limits, reactor=self.reactor
+        )
+        broker.factory = self
+        return broker
+
+
+class PBClientFactory(_BrokerMaker, protocol.ClientFactory):
     """Connects to a PB server; ``getRootObject()`` gives the server's root reference.
 
     Use it with any client endpoint (``endpoint.connect(factory)``) or
@@ -23,24 +47,16 @@ class PBClientFactory(protocol.ClientFactory):
     the connection is made.
     """
 
-    protocol = Broker
-    unsafeTracebacks: Any = False
-
     def __init__(
         self, unsafeTracebacks: Any = False, security: Any = globalSecurity,
-        maxBrokerRefs: int | None = None, limits: Limits | None = None,
+        maxBrokerRefs: int | None = None, limits: Limits | None = None, *, reactor: Any = None,
     ) -> None:
-        self.unsafeTracebacks = unsafeTracebacks
-        self.security = security
-        self.limits = withBrokerRefs(limits, maxBrokerRefs)
-        self.maxBrokerRefs = self.limits.maxBrokerRefs
+        self._configure(unsafeTracebacks, security, maxBrokerRefs, limits, reactor)
         self._reset()
 
     def buildProtocol(self, addr: Any) -> Broker:
-        """A client-side broker using this factory's security options and limits."""
-        broker: Broker = self.protocol(isClient=True, security=self.security, limits=self.limits)
-        broker.factory = self
-        return broker
+        """A client-side broker using this factory's security options, limits and reactor."""
+        return self._newBroker(isClient=True)
 
     def _reset(self) -> None:
         self.rootObjectRequests: list[defer.Deferred[RemoteReference]] = []
@@ -100,27 +116,20 @@ class PBClientFactory(protocol.ClientFactory):
         return _login.login(self, credentials, client)
 
 
-class PBServerFactory(protocol.ServerFactory):
+class PBServerFactory(_BrokerMaker, protocol.ServerFactory):
     """Serves ``root`` (anything providing or adaptable to ``IPBRoot``, such as a
     ``Root`` or, with login, a ``twisted.cred`` portal) on every connection."""
 
-    protocol = Broker
-    unsafeTracebacks: Any = False
-
     def __init__(
         self, root: Any, unsafeTracebacks: Any = False, security: Any = globalSecurity,
-        maxBrokerRefs: int | None = None, limits: Limits | None = None,
+        maxBrokerRefs: int | None = None, limits: Limits | None = None, *, reactor: Any = None,
     ) -> None:
         self.root: Any = IPBRoot(root)
-        self.unsafeTracebacks = unsafeTracebacks
-        self.security = security
-        self.limits = withBrokerRefs(limits, maxBrokerRefs)
-        self.maxBrokerRefs = self.limits.maxBrokerRefs
+        self._configure(unsafeTracebacks, security, maxBrokerRefs, limits, reactor)
 
     def buildProtocol(self, addr: Any) -> Broker:
         """A server-side broker with this connection's root object published as ``root``."""
-        broker: Broker = self.protocol(isClient=False, security=self.security, limits=self.limits)
-        broker.factory = self
+        broker = self._newBroker(isClient=False)
         broker.setNameForLocal("root", self.root.rootObject(broker))
         return broker
 

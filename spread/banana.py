@@ -162,13 +162,18 @@ class Banana(protocol.Protocol):
 
     def __init__(self, isClient: bool = True) -> None:
         self.isClient = isClient
-        self.currentDialect: bytes | None = None
+        self._dialect: bytes | None = None
         self._encoder = Encoder()
         self._decoder = Decoder()
         self._dropped = False
         self._direct = False  # whether sendEncoded writes through (see makeConnection)
         self._syncedLimits: Limits | None = None  # what the codec was last given
         self._syncedPrefix = -1
+
+    @property
+    def currentDialect(self) -> bytes | None:
+        """The dialect both sides settled on, or None while negotiating (read-only)."""
+        return self._dialect
 
     # -- hooks for subclasses -------------------------------------------------------------
 
@@ -236,14 +241,14 @@ class Banana(protocol.Protocol):
             self._syncLimits()
         decoder = self._decoder
         try:
-            if self.currentDialect is None:
+            if self._dialect is None:
                 # The first expression picks the dialect, which may change how the
                 # bytes after it decode: take it alone, then continue.
                 first = decoder.feed(data, max_expressions=1)
                 if not first:
                     return
                 self._negotiate(first[0])
-                if self.currentDialect is None:
+                if self._dialect is None:
                     return
                 data = b""
             expressions = decoder.feed(data)
@@ -281,7 +286,7 @@ class Banana(protocol.Protocol):
 
     def _selectDialect(self, dialect: bytes) -> None:
         """Switch both directions to ``dialect`` and tell the subclass (Twisted's name)."""
-        self.currentDialect = dialect
+        self._dialect = dialect
         uses_vocabulary = dialect in self._vocabularyDialects
         self._encoder.vocabulary = self.outgoingVocabulary if uses_vocabulary else None
         self._decoder.vocabulary = self.incomingVocabulary if uses_vocabulary else None

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from spread import banana, jelly, pb, util
+from spread._session import SessionState
 
 # -- helpers -----------------------------------------------------------------------------
 
@@ -24,9 +25,9 @@ from spread import banana, jelly, pb, util
 class Loop:
     """A server and a client broker joined in memory."""
 
-    def __init__(self, root: Any, **server_options: Any) -> None:
-        self.server_factory = pb.PBServerFactory(root, **server_options)
-        self.client_factory = pb.PBClientFactory()
+    def __init__(self, root: Any, reactor: Any = None, **server_options: Any) -> None:
+        self.server_factory = pb.PBServerFactory(root, reactor=reactor, **server_options)
+        self.client_factory = pb.PBClientFactory(reactor=reactor)
         self.server: pb.Broker = self.server_factory.buildProtocol(None)
         self.client: pb.Broker = self.client_factory.buildProtocol(None)
         self.pump = iosim.connect(
@@ -541,8 +542,21 @@ def test_releases_are_sent_from_the_reactor_in_one_batch() -> None:
     assert loop.server._exports.locals == {}
 
 
+def test_releases_flush_on_the_next_turn_of_the_factory_reactor() -> None:
+    clock = task.Clock()
+    loop = Loop(Echo(), reactor=clock)
+    thing = loop.call("newThing")
+    del thing
+    gc.collect()
+    loop.pump.flush()
+    assert len(loop.server._exports.locals) == 1  # nothing sent until the clock turns
+    clock.advance(0)
+    loop.pump.flush()
+    assert loop.server._exports.locals == {}
+
+
 @pytest_twisted.ensureDeferred
-async def test_releases_flush_on_the_next_reactor_turn() -> None:
+async def test_releases_flush_on_the_global_reactor_by_default() -> None:
     loop = Loop(Echo())
     thing = loop.call("newThing")
     del thing
@@ -756,3 +770,16 @@ def test_copyable_error_arrives_as_itself() -> None:
     failure = Loop(Raiser()).call("raise")
     assert isinstance(failure.value, CopyableError)
     assert failure.value.code == 7
+
+
+def test_a_broker_shows_its_lifecycle_and_twisted_flags_read_only() -> None:
+    loop = Loop(Echo())
+    loop.root()
+    assert loop.client.state is SessionState.READY
+    assert loop.client.currentDialect == b"pb" and loop.client.disconnected == 0
+    with pytest.raises(AttributeError):
+        loop.client.currentDialect = b"none"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        loop.client.disconnected = 1  # type: ignore[misc]
+    loop.close()
+    assert loop.client.state is SessionState.CLOSED and loop.client.disconnected == 1
