@@ -404,5 +404,16 @@ class ReleaseQueue:
         if items:
             self._drain(items)
 
+    def close(self) -> None:
+        """Forget what is queued and the callbacks (they hold the session: a cycle otherwise)."""
+        self._items.clear()
+        self._scheduled = True  # never schedule again
+        self._schedule = _ignore
+        self._drain = _ignore
+
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _ignore(_: object) -> None:
+    """A callback for a closed queue."""

@@ -341,6 +341,7 @@ class ObjectTables:
         self._imports.clear()
         self._cacheImports.clear()
         self._releaseCallbacks.clear()
+        self._releases.close()
 
     # -- the tables, by Twisted's names -----------------------------------------------------
 

@@ -183,6 +183,10 @@ class PBSession(ObjectTables):
         for notifier in notifiers:
             self._runNotifier(notifier, "a notifyOnDisconnect callback raised")
         self._clearTables()
+        # Bound methods of ourselves: without them a closed session is freed at once by
+        # reference counting, not at the next cyclic collection.
+        self._handlers = {}
+        self.protocolUnjellyables = {}
 
     def notifyOnDisconnect(self, notifier: Callable[[], object]) -> None:
         """Call ``notifier()`` once when this connection closes (at once if it has)."""

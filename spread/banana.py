@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from twisted.internet import protocol
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from spread import _banana_codec as _codec
 from spread._banana_codec import (
@@ -291,6 +292,12 @@ class Banana(protocol.Protocol):
         self._encoder.vocabulary = self.outgoingVocabulary if uses_vocabulary else None
         self._decoder.vocabulary = self.incomingVocabulary if uses_vocabulary else None
         self.connectionReady()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Stop decoding and let go of any half-received message at once."""
+        self._dropped = True
+        self._decoder = Decoder()
+        self._encoder = Encoder()
 
     def _dropPeer(self, why: str) -> None:
         """Log why, stop listening to this peer and close this connection only."""
