@@ -1,5 +1,7 @@
-"""Child processes for tests: example programs read line by line, and PB peers driven from the
-reactor. Every wait is bounded by TIMEOUT so a silent child fails the test instead of hanging it."""
+"""Helpers shared by the tests: child processes (example programs read line by line, PB servers
+that say their port, PB peers driven from the reactor), ports, waits, and a recording realm.
+Every wait is bounded by TIMEOUT so a silent child or a lost answer fails the test instead of
+hanging it."""
 
 from __future__ import annotations
 
@@ -7,15 +9,21 @@ import contextlib
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, error, protocol, reactor
+from twisted.cred import portal
+from twisted.internet import defer, error, protocol, reactor, task
 from twisted.python.failure import Failure
+from zope.interface import implementer  # type: ignore[import-untyped]
+
+from spread import pb
 
 TIMEOUT = 30.0
 TESTS = Path(__file__).parent
@@ -78,8 +86,8 @@ class Program:
                 return found
 
     def port(self) -> str:
-        """The port the program announced with a ``listening on port N`` line."""
-        return self.expect(r"listening on port (\d+)").group(1)
+        """The port the program announced with a ``listening on port N`` or ``PORT N`` line."""
+        return self.expect(r"(?:listening on port |^PORT )(\d+)").group(1)
 
     def type(self, text: str) -> None:
         assert self.process.stdin is not None
@@ -109,6 +117,34 @@ class Program:
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+
+
+class ServerProgram(Program):
+    """A PB server program in a child process; ``endpoint`` is how clients reach it.
+
+    The program must say its port (see ``Program.port``). Give a program that takes an endpoint
+    ``tcp:0:interface=127.0.0.1``, so that it picks a free port itself and says which.
+    """
+
+    def __init__(
+        self, script: str | Path, *args: str, cwd: Path | None = None, module: bool = False
+    ) -> None:
+        super().__init__(script, *args, cwd=cwd, module=module)
+        try:
+            self.endpoint = f"tcp:host=127.0.0.1:port={self.port()}"
+        except BaseException:
+            self.stop()
+            raise
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections: bound for the whole ``with`` block, so no
+    one else can take it, and never listening."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        port: int = holder.getsockname()[1]
+        yield port
 
 
 def run_program(script: str | Path, *args: str) -> list[str]:
@@ -214,3 +250,100 @@ def shared_sexp(levels: int, width: int = 30, first_id: int = 1) -> list[Any]:
         below = [[b"dereference", refid - 1]] * (width - 1)
         sexp = [b"reference", refid, [b"list", sexp, *below]]
     return sexp
+
+
+# ---------------------------------------------------------------------------------------------
+# Waiting in the reactor
+
+
+async def failure_of(d: defer.Deferred[Any]) -> Failure:
+    """The Failure ``d`` ends with, waiting at most TIMEOUT; the test fails if it succeeds."""
+    outcomes: list[Any] = []
+    await d.addTimeout(TIMEOUT, reactor).addBoth(outcomes.append)
+    assert isinstance(outcomes[0], Failure), f"expected a failure, got {outcomes[0]!r}"
+    return outcomes[0]
+
+
+async def wait_until(condition: Callable[[], object]) -> None:
+    """Let the reactor turn until ``condition()`` is true; fail if it is not within TIMEOUT."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition never held within {TIMEOUT} seconds")
+        await task.deferLater(reactor, 0.01, lambda: None)
+
+
+# ---------------------------------------------------------------------------------------------
+# A realm that records what happens to it
+
+
+class Member(pb.Avatar):
+    """The avatar Realm makes by default."""
+
+    def __init__(self, name: str, mind: Any) -> None:
+        self.name = name
+        self.mind = mind
+
+    def perspective_whoami(self) -> str:
+        return self.name
+
+    def perspective_add(self, a: int, b: int) -> int:
+        return a + b
+
+    def perspective_tellMind(self, text: str) -> Any:
+        return self.mind.callRemote("hear", text)
+
+    def perspective_noticeboard(self) -> Noticeboard:
+        return Noticeboard()
+
+
+class Noticeboard(pb.Viewable):
+    def view_whoIsReading(self, perspective: Member) -> str:
+        return perspective.name
+
+
+class Mind(pb.Referenceable):
+    """A client's mind; ``Member.perspective_tellMind`` calls it."""
+
+    def remote_hear(self, text: str) -> str:
+        return f"heard:{text}"
+
+
+@implementer(portal.IRealm)
+class Realm:
+    """Records the logins, minds and logouts of a login server; a test can wait for a logout.
+
+    It serves the perspective interfaces it is given (spread's ``pb.IPerspective`` if none; a
+    portal shared by a spread and a Twisted server needs Twisted's too) and refuses others. Its
+    avatars come from ``avatar_factory(name, mind)``, Member unless a test changes it.
+    """
+
+    def __init__(self, *interfaces: Any) -> None:
+        self.interfaces = interfaces or (pb.IPerspective,)
+        self.logins: list[str] = []
+        self.logouts: list[str] = []
+        self.minds: list[Any] = []
+        self._logout_waiters: dict[str, list[defer.Deferred[None]]] = {}
+        self.avatar_factory: Callable[[str, Any], object] = Member
+
+    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
+        served = [interface for interface in self.interfaces if interface in interfaces]
+        assert served, f"asked for {interfaces}; this realm serves {self.interfaces}"
+        name = avatarId.decode() if isinstance(avatarId, bytes) else "anonymous"
+        self.logins.append(name)
+        self.minds.append(mind)
+        return served[0], self.avatar_factory(name, mind), lambda: self._logout(name)
+
+    def _logout(self, name: str) -> None:
+        self.logouts.append(name)
+        for waiter in self._logout_waiters.pop(name, []):
+            waiter.callback(None)
+
+    def logged_out(self, name: str) -> defer.Deferred[None]:
+        """Fire once ``name`` has been logged out (at once if it already has); fail after
+        TIMEOUT."""
+        if name in self.logouts:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._logout_waiters.setdefault(name, []).append(waiter)
+        return waiter.addTimeout(TIMEOUT, reactor)

@@ -4,21 +4,14 @@ against a real twisted.spread server and a spread server, each in its own proces
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import Program
-
-ROOT = Path(__file__).parent.parent
-TIMEOUT = 30.0
+from support import TIMEOUT, Program, ServerProgram, refusing_port
 
 
 def spread(*args: str, timeout: float = 2 * TIMEOUT) -> subprocess.CompletedProcess[str]:
@@ -32,65 +25,15 @@ def spread(*args: str, timeout: float = 2 * TIMEOUT) -> subprocess.CompletedProc
     )
 
 
-class Server:
-    """A PB server program in a child process; it says 'PORT n' or '... listening on port n'."""
-
-    def __init__(self, script: Path, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-u", str(script), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        lines: queue.Queue[bytes] = queue.Queue()
-        assert self.process.stdout is not None
-        stdout = self.process.stdout
-        threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
-        try:
-            first = lines.get(timeout=TIMEOUT).decode()
-        except queue.Empty:
-            self.stop()
-            raise AssertionError(f"{script.name} did not say its port") from None
-        found = re.search(r"(?:PORT |port )(\d+)$", first.strip())
-        assert found, f"{script.name} said {first!r}"
-        self.endpoint = f"tcp:host=127.0.0.1:port={found.group(1)}"
-
-    def stop(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()  # the Twisted peer's cue to stop
-        self.process.terminate()  # the example's
-        try:
-            self.process.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(TIMEOUT)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-
-
-@pytest.fixture(scope="module")
-def twisted_server() -> Iterator[str]:
-    """The endpoint of a real twisted.spread server (tests/peers/twisted_server.py)."""
-    server = Server(ROOT / "tests" / "peers" / "twisted_server.py")
-    yield server.endpoint
-    server.stop()
+# twisted_server, the endpoint of a real twisted.spread server, comes from conftest.py.
 
 
 @pytest.fixture(scope="module")
 def spread_server() -> Iterator[str]:
     """The endpoint of a spread server (examples/echo_server.py)."""
-    server = Server(ROOT / "examples" / "echo_server.py", "tcp:0:interface=127.0.0.1")
+    server = ServerProgram("echo_server.py", "tcp:0:interface=127.0.0.1")
     yield server.endpoint
     server.stop()
-
-
-def free_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +155,8 @@ def test_call_spread_server_unknown_method_exits_one(spread_server: str) -> None
 
 
 def test_call_with_nothing_listening_exits_three() -> None:
-    done = spread("call", f"tcp:host=127.0.0.1:port={free_port()}", "echo", "1")
+    with refusing_port() as port:
+        done = spread("call", f"tcp:host=127.0.0.1:port={port}", "echo", "1")
     assert done.returncode == 3
     assert "could not connect" in done.stderr
 
@@ -257,43 +201,39 @@ def service_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def served(service_dir: Path) -> Iterator[Callable[[str], tuple[Program, str]]]:
+def served(service_dir: Path, programs: list[Program]) -> Callable[[str], ServerProgram]:
     """Start ``spread serve SPEC`` on a free port in the service's directory."""
-    started: list[Program] = []
 
-    def start(spec: str) -> tuple[Program, str]:
-        program = Program(
+    def start(spec: str) -> ServerProgram:
+        server = ServerProgram(
             "spread", "serve", spec, "--listen", "tcp:0:interface=127.0.0.1",
             cwd=service_dir, module=True,
         )
-        started.append(program)
-        return program, f"tcp:host=127.0.0.1:port={program.port()}"
+        programs.append(server)
+        return server
 
-    yield start
-    for program in started:
-        program.stop()
+    return start
 
 
 @pytest.mark.parametrize("spec", ["myservice:Echoer", "myservice:make_root", "myservice:instance"])
 def test_serve_serves_a_class_a_factory_or_an_instance(
-    served: Callable[[str], tuple[Program, str]], spec: str
+    served: Callable[[str], ServerProgram], spec: str
 ) -> None:
-    _server, endpoint = served(spec)
-    answer = spread("call", endpoint, "echo", '{"a": 1}')
+    answer = spread("call", served(spec).endpoint, "echo", '{"a": 1}')
     assert answer.returncode == 0, answer.stderr
     assert json.loads(answer.stdout) == {"a": 1}
 
 
-def test_serve_says_where_it_listens(served: Callable[[str], tuple[Program, str]]) -> None:
-    server, _endpoint = served("myservice:Echoer")
+def test_serve_says_where_it_listens(served: Callable[[str], ServerProgram]) -> None:
+    server = served("myservice:Echoer")
     server.expect(r"^serving myservice:Echoer on tcp:0:interface=127\.0\.0\.1: listening on port")
 
 
 def test_serve_logs_each_connection_and_its_end(
-    served: Callable[[str], tuple[Program, str]],
+    served: Callable[[str], ServerProgram],
 ) -> None:
-    server, endpoint = served("myservice:Echoer")
-    assert spread("call", endpoint, "echo", "1").returncode == 0
+    server = served("myservice:Echoer")
+    assert spread("call", server.endpoint, "echo", "1").returncode == 0
     peer = server.expect(r"^connection from (127\.0\.0\.1:\d+)$").group(1)
     server.expect(f"^connection from {re.escape(peer)} closed$")
 

@@ -14,7 +14,7 @@ import weakref
 from typing import Any
 
 import pytest_twisted
-from support import TIMEOUT
+from support import TIMEOUT, wait_until
 from twisted.internet import endpoints, protocol, reactor, task
 
 from spread import pb
@@ -28,14 +28,6 @@ class Echo(pb.Root):
 
 class Silent(protocol.Protocol):
     pass
-
-
-async def _until(condition: Any) -> None:
-    for _ in range(int(TIMEOUT / 0.01)):
-        if condition():
-            return
-        await task.deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError("timed out waiting")
 
 
 @pytest_twisted.ensureDeferred
@@ -62,10 +54,10 @@ async def test_a_closed_broker_and_its_half_message_are_freed_by_reference_count
              [b"dictionary"]]
         )
         peer.transport.write(encode(b"pb") + message[: len(message) // 2])  # type: ignore[union-attr]
-        await _until(lambda: brokers and brokers[0]() is not None and brokers[0]().currentDialect)
+        await wait_until(lambda: brokers and brokers[0]() is not None and brokers[0]().currentDialect)
         await task.deferLater(reactor, 0.2, lambda: None)  # let the half message arrive
         peer.transport.loseConnection()  # type: ignore[union-attr]
-        await _until(lambda: brokers[0]() is None)
+        await wait_until(lambda: brokers[0]() is None)
     finally:
         gc.enable()
         await port.stopListening()

@@ -7,40 +7,32 @@ import ast
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import Program, run_program
+from support import TIMEOUT, Program, ServerProgram, run_program
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 DOCS = Path(__file__).parent.parent / "docs"
 HOWTOS = ["first-server", "references", "copyable", "cacheable", "errors", "async", "auth"]
 # Pages whose code all comes from examples/ (upgrading.md's samples are run by test_rebuild.py).
 PAGES = [f"howto-{name}" for name in HOWTOS] + ["tutorial", "migration", "security"]
-TIMEOUT = 30.0
 
 
-class Server(Program):
-    """An example server on an ephemeral port; ``endpoint`` is how clients reach it."""
-
-    def __init__(self, script: str) -> None:
-        super().__init__(script, "tcp:0:interface=127.0.0.1")
-        self.endpoint = f"tcp:host=127.0.0.1:port={self.port()}"
+Serve = Callable[[str], ServerProgram]
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[str], Server]]:
-    """Start example servers for a test; all are stopped when it ends."""
-    servers: list[Server] = []
+def serve(programs: list[Program]) -> Serve:
+    """Start example servers on ephemeral ports for a test; all are stopped when it ends."""
 
-    def start(script: str) -> Server:
-        servers.append(Server(script))
-        return servers[-1]
+    def start(script: str) -> ServerProgram:
+        server = ServerProgram(script, "tcp:0:interface=127.0.0.1")
+        programs.append(server)
+        return server
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def run_client(script: str, *args: str) -> list[str]:
@@ -48,23 +40,23 @@ def run_client(script: str, *args: str) -> list[str]:
     return run_program(script, *args)
 
 
-def test_echo_client_prints_the_echo(serve: Callable[[str], Server]) -> None:
+def test_echo_client_prints_the_echo(serve: Serve) -> None:
     server = serve("echo_server.py")
     assert run_client("echo_client.py", server.endpoint) == ["echo: hello"]
 
 
-def test_echo_client_sends_the_given_text(serve: Callable[[str], Server]) -> None:
+def test_echo_client_sends_the_given_text(serve: Serve) -> None:
     server = serve("echo_server.py")
     assert run_client("echo_client.py", server.endpoint, "bonjour") == ["echo: bonjour"]
 
 
-def test_echo_server_prints_what_it_echoes(serve: Callable[[str], Server]) -> None:
+def test_echo_server_prints_what_it_echoes(serve: Serve) -> None:
     server = serve("echo_server.py")
     run_client("echo_client.py", server.endpoint)
     server.expect(r"^echoing 'hello'$")
 
 
-def test_copy_sender_sends_a_pond(serve: Callable[[str], Server]) -> None:
+def test_copy_sender_sends_a_pond(serve: Serve) -> None:
     receiver = serve("copy_receiver.py")
     assert run_client("copy_sender.py", receiver.endpoint) == [
         "7 frogs",
@@ -73,14 +65,14 @@ def test_copy_sender_sends_a_pond(serve: Callable[[str], Server]) -> None:
     ]
 
 
-def test_copy_receiver_rebuilds_the_pond(serve: Callable[[str], Server]) -> None:
+def test_copy_receiver_rebuilds_the_pond(serve: Serve) -> None:
     receiver = serve("copy_receiver.py")
     run_client("copy_sender.py", receiver.endpoint)
     receiver.expect(r"^got pond: ReceiverPond, green$")
     receiver.expect(r"^7 frogs$")
 
 
-def test_copy2_sender_sends_a_reduced_pond(serve: Callable[[str], Server]) -> None:
+def test_copy2_sender_sends_a_reduced_pond(serve: Serve) -> None:
     receiver = serve("copy2_receiver.py")
     assert run_client("copy2_sender.py", receiver.endpoint) == [
         "count 7",
@@ -88,14 +80,14 @@ def test_copy2_sender_sends_a_reduced_pond(serve: Callable[[str], Server]) -> No
     ]
 
 
-def test_copy2_receiver_counts_from_the_reduced_state(serve: Callable[[str], Server]) -> None:
+def test_copy2_receiver_counts_from_the_reduced_state(serve: Serve) -> None:
     receiver = serve("copy2_receiver.py")
     run_client("copy2_sender.py", receiver.endpoint)
     receiver.expect(r"^got pond: ReceiverPond$")
     receiver.expect(r"^count 7$")
 
 
-def test_references_client_uses_and_passes_references(serve: Callable[[str], Server]) -> None:
+def test_references_client_uses_and_passes_references(serve: Serve) -> None:
     board = serve("references_server.py")
     assert run_client("references_client.py", board.endpoint) == [
         "apples: 3",
@@ -105,14 +97,14 @@ def test_references_client_uses_and_passes_references(serve: Callable[[str], Ser
     ]
 
 
-def test_references_server_drops_listener_on_disconnect(serve: Callable[[str], Server]) -> None:
+def test_references_server_drops_listener_on_disconnect(serve: Serve) -> None:
     board = serve("references_server.py")
     run_client("references_client.py", board.endpoint)
     board.expect(r"^listeners: 1$")
     board.expect(r"^listeners: 0$")
 
 
-def test_async_client_awaits_calls(serve: Callable[[str], Server]) -> None:
+def test_async_client_awaits_calls(serve: Serve) -> None:
     kitchen = serve("async_server.py")
     lines = run_client("async_client.py", kitchen.endpoint)
     assert lines[0] == "salad is ready"
@@ -127,7 +119,7 @@ def test_async_client_awaits_calls(serve: Callable[[str], Server]) -> None:
     ]
 
 
-def test_bank_client_handles_each_failure(serve: Callable[[str], Server]) -> None:
+def test_bank_client_handles_each_failure(serve: Serve) -> None:
     bank = serve("bank_server.py")
     lines = run_client("bank_client.py", bank.endpoint)
     assert lines[:6] == [
@@ -146,7 +138,7 @@ def test_bank_client_handles_each_failure(serve: Callable[[str], Server]) -> Non
 
 
 def test_copy_sender_is_refused_by_a_receiver_that_did_not_register(
-    serve: Callable[[str], Server],
+    serve: Serve,
 ) -> None:
     receiver = serve("copy2_receiver.py")  # registers copy2 classes, not copy_sender.CopyPond
     lines = run_client("copy_sender.py", receiver.endpoint)
@@ -211,13 +203,13 @@ def test_howto_has_no_free_floating_python(page: str) -> None:
     assert "```python" not in (DOCS / f"{page}.md").read_text()
 
 
-def test_limits_server_serves_within_its_limits(serve: Callable[[str], Server]) -> None:
+def test_limits_server_serves_within_its_limits(serve: Serve) -> None:
     server = serve("limits_server.py")
     assert run_client("echo_client.py", server.endpoint, "bounded") == ["echo: bounded"]
 
 
 def test_limits_server_drops_a_client_whose_message_is_too_big(
-    serve: Callable[[str], Server],
+    serve: Serve,
 ) -> None:
     server = serve("limits_server.py")
     big_call = (

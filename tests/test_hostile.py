@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_twisted
-from support import TIMEOUT, shared_sexp
+from support import TIMEOUT, failure_of, shared_sexp, wait_until
 from twisted.cred import checkers, portal
 from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.python.failure import Failure
@@ -153,22 +153,6 @@ async def still_serves(server: Server) -> None:
     assert await root.callRemote("echo", "still here").addTimeout(TIMEOUT, reactor) == "still here"
 
 
-async def until(condition: Any) -> None:
-    """Wait, at most TIMEOUT, for ``condition()`` to become true."""
-    for _ in range(int(TIMEOUT / 0.01)):
-        if condition():
-            return
-        await task.deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError("timed out waiting")
-
-
-async def failure_of(d: defer.Deferred[Any]) -> Failure:
-    outcomes: list[Any] = []
-    await d.addTimeout(TIMEOUT, reactor).addBoth(outcomes.append)
-    assert isinstance(outcomes[0], Failure), f"expected a failure, got {outcomes[0]!r}"
-    return outcomes[0]
-
-
 # -- malformed input: that connection is dropped, the others go on -----------------------------
 
 
@@ -235,7 +219,7 @@ async def refused_quickly(peer: RawPeer, *messages: bytes) -> list[Any]:
     """Send ``messages``; return the server's error answer, which must quote the value briefly."""
     peer.handshake()
     peer.transport.write(b"".join(messages))  # type: ignore[union-attr]
-    await until(lambda: len(peer.messages) >= 3)  # dialects, version, the reply
+    await wait_until(lambda: len(peer.messages) >= 3)  # dialects, version, the reply
     error = peer.messages[2]
     assert error[:2] == [b"error", 1]
     assert len(repr(error)) < 2_000
@@ -318,7 +302,7 @@ async def test_class_nobody_allowed_fails_the_call_only(server: Server) -> None:
     peer.handshake()
     stranger = [b"os.system", [b"dictionary"]]
     peer.transport.write(peer.call(1, b"echo", stranger) + peer.call(2, b"echo", 7))  # type: ignore[union-attr]
-    await until(lambda: len(peer.messages) >= 4)  # dialects, version, two replies
+    await wait_until(lambda: len(peer.messages) >= 4)  # dialects, version, two replies
     error, answer = peer.messages[2:4]
     assert error[:2] == [b"error", 1]
     assert b"os.system" in repr(error).encode()
@@ -331,7 +315,7 @@ async def test_class_nobody_allowed_fails_the_call_only(server: Server) -> None:
 async def test_calls_beyond_the_pending_limit_fail_until_some_finish(server: Server) -> None:
     root = await server.client()
     waiting = [root.callRemote("wait") for _ in range(LIMITS.maxPendingCalls)]
-    await until(lambda: len(server.root.waiting) == LIMITS.maxPendingCalls)
+    await wait_until(lambda: len(server.root.waiting) == LIMITS.maxPendingCalls)
     failure = await failure_of(root.callRemote("wait"))
     assert "Limits.maxPendingCalls" in failure.getErrorMessage()
     await still_serves(server)  # another connection has its own budget

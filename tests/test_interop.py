@@ -22,9 +22,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import PEERS, TIMEOUT, PeerProcess
+from support import PEERS, TIMEOUT, PeerProcess, failure_of
 from twisted.internet import defer, endpoints, reactor, task
-from twisted.python.failure import Failure
 
 from spread import pb
 from spread.jelly import InsecureJelly
@@ -76,14 +75,6 @@ async def call(ref: Any, method: str, *args: object, **kwargs: object) -> Any:
     return await ref.callRemote(method, *args, **kwargs).addTimeout(TIMEOUT, reactor)
 
 
-async def failure_of(call: defer.Deferred[Any]) -> Failure:
-    """The Failure a call ends with; the test fails if it succeeds instead."""
-    outcomes: list[Any] = []
-    await call.addTimeout(TIMEOUT, reactor).addBoth(outcomes.append)
-    assert isinstance(outcomes[0], Failure), f"expected a failure, got {outcomes[0]!r}"
-    return outcomes[0]
-
-
 def assert_same(received: object, sent: object) -> None:
     assert type(received) is type(sent)
     assert received == sent
@@ -124,9 +115,10 @@ class Connection:
         root.notifyOnDisconnect(lambda _ref: self.closed.called or self.closed.callback(None))
 
     @classmethod
-    async def open(cls, port: str) -> Connection:
+    async def open(cls, description: str) -> Connection:
+        """Connect to the client endpoint ``description`` and get the root object there."""
         factory = pb.PBClientFactory()
-        endpoint = endpoints.clientFromString(reactor, f"tcp:127.0.0.1:{port}")
+        endpoint = endpoints.clientFromString(reactor, description)
         await endpoint.connect(factory).addTimeout(TIMEOUT, reactor)
         root = await factory.getRootObject().addTimeout(TIMEOUT, reactor)
         return cls(root, factory)
@@ -137,19 +129,8 @@ class Connection:
         await self.closed.addTimeout(TIMEOUT, reactor)
 
 
-async def start_twisted_server() -> tuple[PeerProcess, str]:
-    peer = PeerProcess.spawn("twisted_server.py")
-    return peer, (await peer.line("PORT ")).split()[1]
-
-
-@pytest_twisted.async_yield_fixture(scope="module")
-async def twisted_server() -> AsyncIterator[str]:
-    """The port of a Twisted PB server shared by this module's non-destructive tests."""
-    peer, port = await start_twisted_server()
-    try:
-        yield port
-    finally:
-        await peer.finish()
+# twisted_server, the endpoint of the Twisted PB server (peers/twisted_server.py) that this
+# module's non-destructive tests share, comes from conftest.py.
 
 
 @pytest_twisted.async_yield_fixture
@@ -162,8 +143,9 @@ async def twisted_root(twisted_server: str) -> AsyncIterator[Any]:
 @pytest_twisted.async_yield_fixture
 async def doomed_twisted_server() -> AsyncIterator[tuple[PeerProcess, Any]]:
     """A Twisted server of this test's own (the test kills it) and our root reference to it."""
-    peer, port = await start_twisted_server()
-    connection = await Connection.open(port)
+    peer = PeerProcess.spawn("twisted_server.py")
+    port = (await peer.line("PORT ")).split()[1]
+    connection = await Connection.open(f"tcp:host=127.0.0.1:port={port}")
     try:
         yield peer, connection.root
     finally:

@@ -7,7 +7,6 @@ import datetime
 import decimal
 import math
 import os.path
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,25 +25,14 @@ from spread.jelly import (
     setUnjellyableFactoryForClass,
     setUnjellyableForClass,
     setUnjellyableForClassTree,
-    unjellyableFactoryRegistry,
     unjellyableRegistry,
 )
 
 TRUSTED = DummySecurityOptions()
 
 
-@pytest.fixture(autouse=True)
-def clean_registries() -> Iterator[None]:
-    """Registrations are process-wide: undo the ones a test makes."""
-    classes, factories = dict(unjellyableRegistry), dict(unjellyableFactoryRegistry)
-    allowed = dict(globalSecurity.allowedTypes)
-    yield
-    unjellyableRegistry.clear()
-    unjellyableRegistry.update(classes)
-    unjellyableFactoryRegistry.clear()
-    unjellyableFactoryRegistry.update(factories)
-    globalSecurity.allowedTypes.clear()
-    globalSecurity.allowedTypes.update(allowed)
+# Registrations are process-wide: conftest's clean_registries undoes the ones each test makes.
+pytestmark = pytest.mark.usefixtures("clean_registries")
 
 
 class Point:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +23,11 @@ from spread.jelly import (
     globalSecurity,
     setUnjellyableFactoryForClass,
     setUnjellyableForClass,
-    unjellyableFactoryRegistry,
     unjellyableRegistry,
 )
 
-
-@pytest.fixture(autouse=True)
-def clean_registries() -> Iterator[None]:
-    """Registrations are process-wide: undo the ones a test makes."""
-    classes, factories = dict(unjellyableRegistry), dict(unjellyableFactoryRegistry)
-    allowed = dict(globalSecurity.allowedTypes)
-    yield
-    unjellyableRegistry.clear()
-    unjellyableRegistry.update(classes)
-    unjellyableFactoryRegistry.clear()
-    unjellyableFactoryRegistry.update(factories)
-    globalSecurity.allowedTypes.clear()
-    globalSecurity.allowedTypes.update(allowed)
+# Registrations are process-wide: conftest's clean_registries undoes the ones each test makes.
+pytestmark = pytest.mark.usefixtures("clean_registries")
 
 
 class Point:

@@ -15,9 +15,10 @@ import pytest
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
+from support import TIMEOUT, Mind, Realm, wait_until
 from twisted.cred import checkers, credentials, portal
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
-from twisted.internet import defer, endpoints, reactor, task
+from twisted.internet import defer, endpoints, reactor
 from twisted.protocols import policies
 from twisted.python.failure import Failure
 from twisted.spread import pb as twisted_pb
@@ -25,70 +26,11 @@ from zope.interface import implementer
 
 from spread import _login, pb
 
-TIMEOUT = 30.0
 ACCOUNTS = {"alice": b"secret", "bob": b"hunter2"}
 
 
 # ---------------------------------------------------------------------------------------------
-# A realm that records what happens to it
-
-
-class Member(pb.Avatar):
-    def __init__(self, name: str, mind: Any) -> None:
-        self.name = name
-        self.mind = mind
-
-    def perspective_whoami(self) -> str:
-        return self.name
-
-    def perspective_add(self, a: int, b: int) -> int:
-        return a + b
-
-    def perspective_tellMind(self, text: str) -> Any:
-        return self.mind.callRemote("hear", text)
-
-    def perspective_noticeboard(self) -> Noticeboard:
-        return Noticeboard()
-
-
-class Noticeboard(pb.Viewable):
-    def view_whoIsReading(self, perspective: Member) -> str:
-        return perspective.name
-
-
-class Mind(pb.Referenceable):
-    def remote_hear(self, text: str) -> str:
-        return f"heard:{text}"
-
-
-@implementer(portal.IRealm)
-class Realm:
-    def __init__(self) -> None:
-        self.logins: list[str] = []
-        self.logouts: list[str] = []
-        self.minds: list[Any] = []
-        self._logout_waiters: dict[str, list[defer.Deferred[None]]] = {}
-        self.avatar_factory: Callable[[str, Any], object] = Member
-
-    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
-        assert pb.IPerspective in interfaces
-        name = avatarId.decode() if isinstance(avatarId, bytes) else "anonymous"
-        self.logins.append(name)
-        self.minds.append(mind)
-        return pb.IPerspective, self.avatar_factory(name, mind), lambda: self._logout(name)
-
-    def _logout(self, name: str) -> None:
-        self.logouts.append(name)
-        for waiter in self._logout_waiters.pop(name, []):
-            waiter.callback(None)
-
-    def logged_out(self, name: str) -> defer.Deferred[None]:
-        """Fire once ``name`` has been logged out (at once if it already has)."""
-        if name in self.logouts:
-            return defer.succeed(None)
-        waiter: defer.Deferred[None] = defer.Deferred()
-        self._logout_waiters.setdefault(name, []).append(waiter)
-        return waiter.addTimeout(TIMEOUT, reactor)
+# A portal in front of support.Realm, which records what happens to it
 
 
 def make_portal(realm: Realm, *, anonymous: bool = True) -> portal.Portal:
@@ -150,11 +92,6 @@ class LoginServer:
 
 def tcp_client(port: Any) -> str:
     return f"tcp:127.0.0.1:{port.getHost().port}"
-
-
-@pytest.fixture
-def realm() -> Realm:
-    return Realm()
 
 
 @pytest_twisted.async_yield_fixture
@@ -556,15 +493,6 @@ async def test_client_leaving_during_the_check_is_logged_out(realm: Realm) -> No
         assert realm.logouts == ["alice"]
     finally:
         await running.stop()
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    """Let the reactor turn until ``condition`` holds; fail after TIMEOUT."""
-    for _ in range(int(TIMEOUT / 0.05)):
-        if condition():
-            return
-        await task.deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError("condition never held")
 
 
 def live_instances(cls: type) -> int:

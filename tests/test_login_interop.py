@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import TIMEOUT, PeerProcess
+from support import TIMEOUT, Mind, PeerProcess, Realm
 from twisted.cred import checkers, credentials, portal
 from twisted.internet import defer, endpoints, error, reactor, task
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.spread import banana as twisted_banana
 from twisted.spread import pb as twisted_pb
-from zope.interface import implementer
 
 from spread import pb
 
@@ -28,13 +27,10 @@ pytestmark = pytest.mark.interop
 # A spread client against a Twisted login server
 
 
-class Mind(pb.Referenceable):
-    def remote_hear(self, text: str) -> str:
-        return f"heard:{text}"
-
-
 @pytest_twisted.async_yield_fixture
-async def twisted_server() -> AsyncIterator[tuple[PeerProcess, str]]:
+async def twisted_login_server() -> AsyncIterator[tuple[PeerProcess, str]]:
+    """A Twisted login server of this test's own (peers/twisted_login_server.py): the process,
+    whose lines report the logins and logouts, and its client endpoint."""
     peer = PeerProcess.spawn("twisted_login_server.py")
     try:
         port = (await peer.line("PORT ")).split()[1]
@@ -72,8 +68,8 @@ class Client:
 
 
 @pytest_twisted.async_yield_fixture
-async def client_of_twisted(twisted_server: tuple[PeerProcess, str]) -> AsyncIterator[Client]:
-    client = await Client(twisted_server[1]).connect()
+async def client_of_twisted(twisted_login_server: tuple[PeerProcess, str]) -> AsyncIterator[Client]:
+    client = await Client(twisted_login_server[1]).connect()
     yield client
     await client.close()
 
@@ -109,11 +105,11 @@ async def test_twisted_server_refuses_wrong_password(client_of_twisted: Client) 
 
 @pytest_twisted.ensureDeferred
 async def test_twisted_server_refusal_creates_no_avatar(
-    twisted_server: tuple[PeerProcess, str], client_of_twisted: Client
+    twisted_login_server: tuple[PeerProcess, str], client_of_twisted: Client
 ) -> None:
     await client_of_twisted.login(credentials.UsernamePassword(b"alice", b"guess"))
     await client_of_twisted.login(credentials.UsernamePassword(b"bob", b"hunter2"))
-    peer, _ = twisted_server
+    peer, _ = twisted_login_server
     await peer.line("LOGIN bob")
     assert [line for line in peer.lines if line.startswith("LOGIN")] == ["LOGIN bob mind=no"]
 
@@ -126,9 +122,9 @@ async def test_twisted_server_accepts_anonymous_spread_client(client_of_twisted:
 
 @pytest_twisted.ensureDeferred
 async def test_twisted_server_logs_out_spread_client_on_disconnect(
-    twisted_server: tuple[PeerProcess, str], client_of_twisted: Client
+    twisted_login_server: tuple[PeerProcess, str], client_of_twisted: Client
 ) -> None:
-    peer, _ = twisted_server
+    peer, _ = twisted_login_server
     avatar = await client_of_twisted.login(alice(), mind=Mind())
     await peer.line("LOGIN alice mind=yes")
     await client_of_twisted.close()
@@ -138,9 +134,9 @@ async def test_twisted_server_logs_out_spread_client_on_disconnect(
 
 @pytest_twisted.ensureDeferred
 async def test_twisted_server_logs_out_spread_client_that_drops_its_avatar(
-    twisted_server: tuple[PeerProcess, str], client_of_twisted: Client
+    twisted_login_server: tuple[PeerProcess, str], client_of_twisted: Client
 ) -> None:
-    peer, _ = twisted_server
+    peer, _ = twisted_login_server
     avatar = await client_of_twisted.login(alice())
     await peer.line("LOGIN alice")
     del avatar  # spread sends the decref; Twisted's server logs out on it
@@ -149,45 +145,7 @@ async def test_twisted_server_logs_out_spread_client_that_drops_its_avatar(
 
 
 # ---------------------------------------------------------------------------------------------
-# A Twisted client against a spread login server
-
-
-class Member(pb.Avatar):
-    def __init__(self, name: str, mind: Any) -> None:
-        self.name = name
-        self.mind = mind
-
-    def perspective_whoami(self) -> str:
-        return self.name
-
-    def perspective_add(self, a: int, b: int) -> int:
-        return a + b
-
-    def perspective_tellMind(self, text: str) -> Any:
-        return self.mind.callRemote("hear", text)
-
-
-@implementer(portal.IRealm)
-class Realm:
-    def __init__(self) -> None:
-        self.logins: list[str] = []
-        self.logouts: list[str] = []
-        self.logged_out: dict[str, defer.Deferred[None]] = {}
-
-    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
-        name = avatarId.decode() if isinstance(avatarId, bytes) else "anonymous"
-        self.logins.append(name)
-        done = self.logged_out.setdefault(name, defer.Deferred())
-        return pb.IPerspective, Member(name, mind), lambda: self._logout(name, done)
-
-    def _logout(self, name: str, done: defer.Deferred[None]) -> None:
-        self.logouts.append(name)
-        done.callback(None)
-
-
-@pytest.fixture
-def realm() -> Realm:
-    return Realm()
+# A Twisted client against a spread login server; realm, a support.Realm, comes from conftest.py
 
 
 @pytest_twisted.async_yield_fixture
@@ -249,8 +207,8 @@ async def test_spread_server_logs_out_twisted_client_on_disconnect(
     spread_server: str, realm: Realm
 ) -> None:
     await run_twisted_client(spread_server, "alice:secret", "anonymous")
-    await realm.logged_out["alice"].addTimeout(TIMEOUT, reactor)
-    await realm.logged_out["anonymous"].addTimeout(TIMEOUT, reactor)
+    await realm.logged_out("alice")
+    await realm.logged_out("anonymous")
     assert sorted(realm.logouts) == ["alice", "anonymous"]
 
 
@@ -329,8 +287,10 @@ async def transcript(
 
 
 def twisted_portal() -> portal.Portal:
+    """A portal for both a spread and a Twisted server, which ask for different IPerspectives."""
     accounts = checkers.InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
-    return portal.Portal(Realm(), [accounts, checkers.AllowAnonymousAccess()])
+    realm = Realm(pb.IPerspective, twisted_pb.IPerspective)
+    return portal.Portal(realm, [accounts, checkers.AllowAnonymousAccess()])
 
 
 def failure_fields(message: Any) -> dict[str, Any]:
