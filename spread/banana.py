@@ -40,10 +40,9 @@ from spread._banana_codec import (
     SIZE_LIMIT,
     BananaError,
     Decoder,
-    Encoder,
     decode,
-    encode,
 )
+from spread._banana_encoder import Encoder, encode
 from spread._quote import quote
 from spread._writethrough import canWriteThrough, writeThrough
 from spread.limits import Limits
