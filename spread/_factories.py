@@ -44,7 +44,8 @@ class PBClientFactory(_BrokerMaker, protocol.ClientFactory):
 
     Use it with any client endpoint (``endpoint.connect(factory)``) or
     ``reactor.connectTCP``. ``getRootObject`` may be called before or after
-    the connection is made.
+    the connection is made. ``reactor=`` is what its brokers schedule work on
+    (the global reactor if not given; a ``task.Clock`` in tests).
     """
 
     def __init__(
@@ -118,7 +119,10 @@ class PBClientFactory(_BrokerMaker, protocol.ClientFactory):
 
 class PBServerFactory(_BrokerMaker, protocol.ServerFactory):
     """Serves ``root`` (anything providing or adaptable to ``IPBRoot``, such as a
-    ``Root`` or, with login, a ``twisted.cred`` portal) on every connection."""
+    ``Root`` or, with login, a ``twisted.cred`` portal) on every connection.
+
+    ``reactor=`` is what its brokers schedule work on (the global reactor if not given).
+    """
 
     def __init__(
         self, root: Any, unsafeTracebacks: Any = False, security: Any = globalSecurity,
