@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer, protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from spread import _login  # also registers the adapter that serves a cred portal as a root
@@ -13,6 +14,8 @@ from spread._remote import RemoteReference
 from spread.flavors import IPBRoot
 from spread.jelly import globalSecurity
 from spread.limits import Limits, withBrokerRefs
+
+_log = Logger()
 
 
 class _BrokerMaker:
@@ -130,15 +133,29 @@ class PBServerFactory(_BrokerMaker, protocol.ServerFactory):
     ) -> None:
         self.root: Any = IPBRoot(root)
         self._configure(unsafeTracebacks, security, maxBrokerRefs, limits, reactor)
+        self.connections = 0
+        """Connections open now (at most ``limits.maxConnections``)."""
 
-    def buildProtocol(self, addr: Any) -> Broker:
-        """A server-side broker with this connection's root object published as ``root``."""
+    def buildProtocol(self, addr: Any) -> Broker | None:
+        """A server-side broker with this connection's root object published as ``root``;
+        None (Twisted then closes the connection) past ``Limits.maxConnections``."""
+        if self.connections >= self.limits.maxConnections:
+            _log.warn(
+                "refused a connection from {addr}: {n} are open (Limits.maxConnections)",
+                addr=addr, n=self.connections,
+            )
+            return None
         broker = self._newBroker(isClient=False)
+        self.connections += 1
         broker.setNameForLocal("root", self.root.rootObject(broker))
         return broker
 
     def clientConnectionMade(self, protocol: Broker) -> None:
         """Nothing to do when a connection is ready (kept for Twisted compatibility)."""
+
+    def brokerDisconnected(self, broker: Broker, reason: Failure) -> None:
+        """One of our connections closed: it no longer counts toward the limit."""
+        self.connections -= 1
 
 
 for _cls in (PBClientFactory, PBServerFactory):

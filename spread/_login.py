@@ -82,6 +82,9 @@ class _LoginDesk(Referenceable):
         self.portal = portal
         self.broker = broker
         self.unanswered = 0
+        awaitLogin = getattr(broker, "awaitLogin", None)  # a bare PBSession has no timers
+        if awaitLogin is not None:
+            awaitLogin()
 
     def remote_login(self, username: object) -> tuple[bytes, _Challenger]:
         """Start a password login: hand out a challenge and the object that takes the answer."""
@@ -124,6 +127,9 @@ class _LoginDesk(Referenceable):
             session.end()
             raise
         session.watch(reference)
+        loggedIn = getattr(self.broker, "loggedIn", None)
+        if loggedIn is not None:
+            loggedIn()
         return reference
 
 

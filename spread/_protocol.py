@@ -12,83 +12,24 @@ factory's connect/disconnect hooks. Subclasses written for Twisted's
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from spread._flow import FlowControl
 from spread._paging import PagingMixin
 from spread._session import PROTOCOL_VERSION, PBSession, SessionState
 from spread.banana import Banana
 from spread.jelly import globalSecurity
 from spread.limits import Limits
 
-__all__ = ["PROTOCOL_VERSION", "Broker", "ReadThrottle", "SessionState"]
+_log = Logger()
 
-
-class ReadThrottle:
-    """Stops reading from a peer while our answers to it are piling up unsent.
-
-    A peer that sends calls but never reads the answers would otherwise make us
-    buffer answers without bound. Registered as the transport's streaming
-    producer, the transport tells us when its write buffer is full; we then stop
-    reading that peer's calls until the buffer drains. Other connections are not
-    affected. (Paging takes the transport's producer slot while it runs.)
-    """
-
-    def __init__(self, transport: Any) -> None:
-        self.transport = transport
-        self.reader = _reader(transport)
-        self.attached = False
-        self.paused = False
-
-    def attach(self) -> None:
-        # On the socket itself, below any TLS layer: TLS would otherwise hold its close
-        # back until we unregister, and a producer never needs to see decrypted bytes.
-        reader = self.reader
-        if reader is None or self.attached or not hasattr(reader, "registerProducer"):
-            return
-        try:
-            reader.registerProducer(self, True)
-        except RuntimeError:  # another producer holds the slot; go without
-            return
-        self.attached = True
-
-    def detach(self) -> None:
-        if not self.attached:
-            return
-        self.attached = False
-        self.reader.unregisterProducer()
-        if self.paused:
-            self.paused = False
-            self.reader.resumeProducing()
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        self.reader.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        if getattr(self.reader, "disconnecting", False):
-            # Closing: the socket finishes its close only once no producer is registered.
-            self.paused = False
-            self.detach()
-            return
-        self.paused = False
-        self.reader.resumeProducing()
-
-    def stopProducing(self) -> None:
-        """The connection is closing; nothing of ours to stop."""
-
-
-def _reader(transport: Any) -> Any:
-    """The socket under ``transport`` (itself, or what a TLS wrapper sits on), if it can pause."""
-    for _ in range(8):
-        below = getattr(transport, "transport", None)
-        if below is None:
-            break
-        transport = below
-    return transport if hasattr(transport, "pauseProducing") else None
+__all__ = ["PROTOCOL_VERSION", "Broker", "SessionState"]
 
 
 class Broker(PBSession, PagingMixin, Banana):
@@ -106,19 +47,27 @@ class Broker(PBSession, PagingMixin, Banana):
         Banana.__init__(self, isClient)
         PBSession.__init__(self, security, maxBrokerRefs=maxBrokerRefs, limits=limits)
         PagingMixin.__init__(self)
-        self._throttle = ReadThrottle(None)
         self._reactor = reactor
+        self._flow = FlowControl(None, self.limits, None, self._drainBacklog, self._abandon)
+        self._backlog: deque[Any] = deque()  # decoded messages waiting for the peer to read
+        self._messageTimer: Any = None  # while a message is half received
+        self._loginTimer: Any = None  # while a login server waits for this peer to log in
+        self._limitsAfterLogin: Any = None
 
     # -- the session's hooks, on Twisted ----------------------------------------------------
 
     sendEncoded = Banana.sendEncoded
 
-    def _scheduleFlush(self, flush: Callable[[], None]) -> None:
-        reactor = self._reactor
-        if reactor is None:
+    def _clock(self) -> Any:
+        """The reactor this broker was given, else the global one (imported only when needed)."""
+        if self._reactor is None:
             from twisted.internet import reactor as global_reactor
 
-            reactor = global_reactor
+            self._reactor = global_reactor
+        return self._reactor
+
+    def _scheduleFlush(self, flush: Callable[[], None]) -> None:
+        reactor = self._clock()
         # Finalizers may run on any thread; a reactor without threads (task.Clock) has
         # only callLater.
         schedule = getattr(reactor, "callFromThread", None)
@@ -135,18 +84,20 @@ class Broker(PBSession, PagingMixin, Banana):
     # -- connection lifecycle ------------------------------------------------------------
 
     def _pagingStarts(self) -> None:
-        self._throttle.detach()
+        self._flow.detach()
 
     def _pagingEnded(self) -> None:
-        self._throttle.attach()
+        self._flow.attach()
 
     def connectionReady(self) -> None:
         """Banana chose a dialect: say our version and tell whoever waits for us."""
         # Watch our outgoing buffer from now on, not before: bytes have crossed both ways, so
         # a TLS handshake (which holds writes back while it reads) is over.
-        self._throttle = ReadThrottle(self.transport)
+        self._flow = FlowControl(
+            self.transport, self.limits, self._clock(), self._drainBacklog, self._abandon
+        )
         if not self.pageProducers:
-            self._throttle.attach()
+            self._flow.attach()
         PBSession.connectionReady(self)
         if self.factory is not None:
             self.factory.clientConnectionMade(self)
@@ -155,9 +106,94 @@ class Broker(PBSession, PagingMixin, Banana):
         """Fail every pending call, stop every observer, notify, and free every table."""
         if self.state is SessionState.CLOSED:
             return
+        self._backlog.clear()
+        self._flow.close()
+        self._cancel("_messageTimer")
+        self._cancel("_loginTimer")
         PBSession.connectionLost(self, reason)
         self.stopPaging()
         Banana.connectionLost(self, reason)
         lost = getattr(self.factory, "brokerDisconnected", None)
         if lost is not None:
             lost(self, reason)
+
+    def _cancel(self, name: str) -> None:
+        timer = getattr(self, name)
+        setattr(self, name, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    # -- backpressure (see spread._flow) -------------------------------------------------
+
+    def _deliver(self, expressions: list[Any]) -> None:
+        """Dispatch what one read decoded, but none of it while the peer is not reading."""
+        backlog = self._backlog
+        backlog.extend(expressions)
+        self._drainBacklog()
+
+    def _drainBacklog(self) -> None:
+        backlog, flow = self._backlog, self._flow
+        while backlog and not flow.paused and not self._dropped:
+            if getattr(self.transport, "disconnecting", False):
+                backlog.clear()  # someone dropped the connection; do not act on what followed
+                return
+            self.expressionReceived(backlog.popleft())
+
+    def _written(self, size: int) -> None:
+        if self._flow.paused:
+            self._flow.wrote(size)
+
+    def _abandon(self, why: str) -> None:
+        """Drop a peer that stopped reading, without waiting to flush what it will not read."""
+        if self._dropped:
+            return
+        self._dropped = True
+        self._backlog.clear()
+        _log.warn("dropping a peer that does not read: {why}", why=why)
+        transport: Any = self.transport
+        abort = getattr(transport, "abortConnection", None)
+        (abort or transport.loseConnection)()
+
+    # -- time limits ----------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Decode and dispatch; a message may stay half received only so long."""
+        Banana.dataReceived(self, data)
+        if self._decoder.pending:
+            if self._messageTimer is None and not self._dropped:
+                self._messageTimer = self._clock().callLater(
+                    self.limits.messageTimeout, self._messageTimedOut
+                )
+        elif self._messageTimer is not None:
+            self._cancel("_messageTimer")
+
+    def _messageTimedOut(self) -> None:
+        self._messageTimer = None
+        self._dropPeer(
+            f"a message stayed incomplete for {self.limits.messageTimeout} s"
+            " (Limits.messageTimeout)"
+        )
+
+    def awaitLogin(self) -> None:
+        """This connection reaches a login desk: small messages and a deadline until login."""
+        if self._limitsAfterLogin is not None:
+            return
+        self._limitsAfterLogin = self.limits
+        self.limits = self.limits.replace(
+            maxMessageSize=min(self.limits.maxMessageSize, self.limits.maxMessageSizeBeforeLogin)
+        )
+        self._loginTimer = self._clock().callLater(
+            self.limits.loginTimeout, self._loginTimedOut
+        )
+
+    def loggedIn(self) -> None:
+        """The peer logged in: the factory's limits apply from now on."""
+        if self._limitsAfterLogin is not None:
+            self.limits, self._limitsAfterLogin = self._limitsAfterLogin, None
+        self._cancel("_loginTimer")
+
+    def _loginTimedOut(self) -> None:
+        self._loginTimer = None
+        self._dropPeer(
+            f"the peer did not log in within {self.limits.loginTimeout} s (Limits.loginTimeout)"
+        )

@@ -118,6 +118,7 @@ class ObjectTables:
         )
         self._cacheExports = ExportedCaches(ids, limits.maxCachedObjects)
         self._cacheImports = ImportedCaches(self._releases.put)
+        self._maxImportedCaches = limits.maxImportedCaches
         self._releaseCallbacks: dict[Any, list[Callable[[], object]]] = {}
         # Where registerReference and friends record what they export while a message is
         # being jellied; None outside any message. See serializeLogged.
@@ -415,11 +416,17 @@ class ObjectTables:
     def cacheLocally(self, cid: int, instance: Any) -> None:
         """Track a replica that just arrived (again after ``setCopyableState``, to see
         a replaced ``__dict__``)."""
-        entry = self._cacheImports.entries.get(cid)
+        entries = self._cacheImports.entries
+        entry = entries.get(cid)
         if entry is not None and entry.ref is not None and entry.ref() is instance:
             entry.state = instance.__dict__
-        else:
-            self._cacheImports.track(cid, instance)
+            return
+        if entry is None and len(entries) >= self._maxImportedCaches:
+            raise InsecureJelly(
+                f"the peer sent a replica of one more of its objects, but we already hold "
+                f"{len(entries)} (Limits.maxImportedCaches); it must let some go first"
+            )
+        self._cacheImports.track(cid, instance)
 
     def cachedLocallyAs(self, cid: Any) -> Any:
         """A replica object for cache ``cid``."""

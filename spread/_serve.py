@@ -57,8 +57,10 @@ def load_root(spec: str) -> Any:
 class _AnnouncingFactory(pb.PBServerFactory):
     """A server factory that prints a line when each client connects and leaves."""
 
-    def buildProtocol(self, addr: Any) -> pb.Broker:
+    def buildProtocol(self, addr: Any) -> pb.Broker | None:
         broker = super().buildProtocol(addr)
+        if broker is None:
+            return None
         peer = f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}".rstrip(":")
         print(f"connection from {peer}", flush=True)
         broker.notifyOnDisconnect(lambda: print(f"connection from {peer} closed", flush=True))

@@ -421,6 +421,13 @@ class PBSession(ObjectTables):
         if self.disconnected:
             error = DeadReferenceError(_STALE)
             return quietFailure(error) if quiet else defer.fail(error)
+        unanswered = len(self._quietRequests)
+        if quiet and unanswered >= self.limits.maxPendingCalls:
+            # A replica's peer that leaves this many updates unanswered is not keeping up:
+            # drop it rather than queue updates for it without end.
+            _log.warn("dropping a peer that leaves {n} cache updates unanswered", n=unanswered)
+            self._dropConnection()
+            return quietFailure(DeadReferenceError("the peer stopped answering cache updates"))
         answerRequired = 1
         if "pbanswer" in kw:
             kw = dict(kw)

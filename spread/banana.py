@@ -193,6 +193,7 @@ class Banana(protocol.Protocol):
         if self.limits is not self._syncedLimits or self.prefixLimit != self._syncedPrefix:
             self._syncLimits()
         data = self._encoder.encode(obj)
+        self._written(len(data))
         if self._direct:
             writeThrough(self.transport, data)
         else:
@@ -255,11 +256,18 @@ class Banana(protocol.Protocol):
         except BananaError as e:
             self._dropPeer(f"peer sent malformed banana: {e}")
             return
+        self._deliver(expressions)
+
+    def _deliver(self, expressions: list[Any]) -> None:
+        """Hand each decoded expression to ``expressionReceived``, in order."""
         transport = self.transport
         for expression in expressions:
             if getattr(transport, "disconnecting", False):
                 break  # someone dropped the connection; do not act on what followed
             self.expressionReceived(expression)
+
+    def _written(self, size: int) -> None:
+        """Hook: ``size`` bytes were just encoded for the peer (the broker counts them)."""
 
     # -- dialect negotiation --------------------------------------------------------------
 

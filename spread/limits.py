@@ -15,17 +15,26 @@ Every field has a default that suits an ordinary service; raise one only when yo
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from spread._banana_codec import MAX_DEPTH, MAX_MESSAGE_SIZE, SIZE_LIMIT
 from spread._broker import MAX_BROKER_REFS
 
 __all__ = [
+    "LOGIN_TIMEOUT",
     "MAX_BROKER_REFS",
+    "MAX_BUFFERED_OUTPUT",
     "MAX_CACHED_OBJECTS",
+    "MAX_CONNECTIONS",
     "MAX_DEPTH",
+    "MAX_IMPORTED_CACHES",
     "MAX_MESSAGE_SIZE",
+    "MAX_MESSAGE_SIZE_BEFORE_LOGIN",
     "MAX_PENDING_CALLS",
+    "MAX_QUEUED_OUTPUT",
+    "MESSAGE_TIMEOUT",
     "SIZE_LIMIT",
+    "WRITE_TIMEOUT",
     "Limits",
     "withBrokerRefs",
 ]
@@ -39,6 +48,36 @@ limit each further call fails at its caller with an error saying so, and the con
 
 MAX_CACHED_OBJECTS = MAX_BROKER_REFS
 """Cacheable masters one peer may observe at once (each costs an observer and its state)."""
+
+MAX_QUEUED_OUTPUT = 64 * 1024
+"""Unsent bytes at which we stop reading a peer's calls and running them, until it reads.
+
+Twisted's own write-buffer threshold (``FileDescriptor.bufferSize``), kept: node's streams
+default to 16 KiB, asyncio's transports to 64 KiB."""
+
+MAX_BUFFERED_OUTPUT = 16 * 1024 * 1024
+"""Bytes we may write to a peer that has stopped reading before we drop it (one large answer
+fits; a master's updates to an observer that never reads do not pile up without end)."""
+
+WRITE_TIMEOUT = 60.0
+"""Seconds a peer may leave our output unread before we drop it (nginx's send_timeout is 60 s)."""
+
+MESSAGE_TIMEOUT = 120.0
+"""Seconds a message may stay half received: 16 MiB at 140 KB/s, and no longer."""
+
+MAX_MESSAGE_SIZE_BEFORE_LOGIN = 64 * 1024
+"""Bytes in one message on a login server before the peer has logged in (a login takes a few
+hundred; nginx's default request-header buffers total 32 KiB)."""
+
+LOGIN_TIMEOUT = 30.0
+"""Seconds a connection to a login server may stay without logging in (OpenSSH's
+LoginGraceTime is 120 s for a human typing a password; PB logs in programmatically)."""
+
+MAX_IMPORTED_CACHES = MAX_BROKER_REFS
+"""Replicas of the peer's ``Cacheable`` masters we keep at once (each holds its state)."""
+
+MAX_CONNECTIONS = 10_000
+"""Connections one server factory serves at once; more are closed as they arrive."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +102,38 @@ class Limits:
     maxCachedObjects: int = MAX_CACHED_OBJECTS
     """Cacheable masters the peer may observe; more fail the call that sends them."""
 
+    maxImportedCaches: int = MAX_IMPORTED_CACHES
+    """Replicas of the peer's masters we hold; a message bringing one more is refused."""
+
+    maxQueuedOutput: int = MAX_QUEUED_OUTPUT
+    """Unsent bytes at which we stop reading and running the peer's calls until it reads."""
+
+    maxBufferedOutput: int = MAX_BUFFERED_OUTPUT
+    """Bytes written to a peer that is not reading before it is dropped."""
+
+    writeTimeout: float = WRITE_TIMEOUT
+    """Seconds a peer may leave our output unread before it is dropped."""
+
+    messageTimeout: float = MESSAGE_TIMEOUT
+    """Seconds a message may stay half received before the peer is dropped."""
+
+    maxMessageSizeBeforeLogin: int = MAX_MESSAGE_SIZE_BEFORE_LOGIN
+    """``maxMessageSize`` on a login server until the peer has logged in."""
+
+    loginTimeout: float = LOGIN_TIMEOUT
+    """Seconds a peer of a login server may stay connected without logging in."""
+
+    maxConnections: int = MAX_CONNECTIONS
+    """Connections one server factory serves at once (a per-factory limit)."""
+
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Limits.{name} must be a positive int, not {value!r}")
+            kinds = (int, float) if isinstance(getattr(Limits, name), float) else (int,)
+            if not isinstance(value, kinds) or isinstance(value, bool) or not value > 0:
+                kind = "number" if float in kinds else "int"
+                raise ValueError(f"Limits.{name} must be a positive {kind}, not {value!r}")
 
-    def replace(self, **changes: int) -> Limits:
+    def replace(self, **changes: Any) -> Limits:
         """Return a copy with some limits changed, e.g. ``limits.replace(maxDepth=50)``."""
         return replace(self, **changes)
 

@@ -35,12 +35,17 @@ class Counter(pb.Referenceable):
 
 
 class Board(pb.Cacheable):
+    def __init__(self) -> None:
+        self.observers: list[Any] = []
+
     def getStateToCacheAndObserveFor(self, perspective: Any, observer: Any) -> dict[str, int]:
+        self.observers.append(observer)
         return {"n": 1}
 
 
 class Replica(pb.RemoteCache):
-    pass
+    def observe_update(self, value: object) -> None:
+        pass
 
 
 pb.setUnjellyableForClass(Board, Replica)
@@ -61,6 +66,13 @@ class HostileRoot(pb.Root):
     def remote_counter(self) -> Counter:
         return Counter()
 
+    big_answers = 0
+
+    def remote_big(self) -> bytes:
+        """A 300 KB answer to a call of a few bytes."""
+        self.big_answers += 1
+        return b"z" * 300_000
+
     def remote_board(self) -> Board:
         self.boards.append(Board())
         return self.boards[-1]
@@ -69,43 +81,67 @@ class HostileRoot(pb.Root):
 class Server:
     """A spread server with tight limits, and the brokers it has made."""
 
-    def __init__(self) -> None:
-        self.root = HostileRoot()
-        self.factory = pb.PBServerFactory(self.root, limits=LIMITS)
+    def __init__(self, limits: Limits = LIMITS, root: Any = None) -> None:
+        self.root = HostileRoot() if root is None else root
+        self.factory = pb.PBServerFactory(self.root, limits=limits)
         self.brokers: list[pb.Broker] = []
         build = self.factory.buildProtocol
 
-        def buildProtocol(addr: Any) -> pb.Broker:
+        def buildProtocol(addr: Any) -> pb.Broker | None:
             broker = build(addr)
-            self.brokers.append(broker)
+            if broker is not None:
+                self.brokers.append(broker)
             return broker
 
         self.factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
         self.port: Any = None
         self.clients: list[pb.PBClientFactory] = []
 
-    async def client(self) -> Any:
-        factory = pb.PBClientFactory()
+    async def client(self, limits: Limits | None = None) -> Any:
+        factory = pb.PBClientFactory(limits=limits)
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
         await endpoint.connect(factory).addTimeout(TIMEOUT, reactor)
         self.clients.append(factory)
         return await factory.getRootObject().addTimeout(TIMEOUT, reactor)
 
 
+    async def start(self) -> Server:
+        endpoint = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        self.port = await endpoint.listen(self.factory)
+        return self
+
+    async def stop(self) -> None:
+        for factory in self.clients:
+            factory.disconnect()
+        for broker in self.brokers:
+            broker.transport.abortConnection()
+        await self.port.stopListening()
+        await task.deferLater(reactor, 0, lambda: None)
+
+
 @pytest_twisted.async_yield_fixture
 async def server() -> AsyncIterator[Server]:
-    running = Server()
-    endpoint = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
-    running.port = await endpoint.listen(running.factory)
+    running = await Server().start()
     try:
         yield running
     finally:
-        for factory in running.clients:
-            factory.disconnect()
-        for broker in running.brokers:
-            broker.transport.abortConnection()
-        await running.port.stopListening()
-        await task.deferLater(reactor, 0, lambda: None)
+        await running.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def servers() -> AsyncIterator[Any]:
+    """Start servers with limits of the test's choosing: ``await servers(limits)``."""
+    started: list[Server] = []
+
+    async def start(limits: Limits, root: Any = None) -> Server:
+        started.append(await Server(limits, root).start())
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            await running.stop()
 
 
 class RawPeer(protocol.Protocol):
@@ -360,12 +396,178 @@ async def test_flood_without_reading_stalls_only_the_flooder(server: Server) -> 
     calls = b"".join(peer.call(n, b"echo", payload) for n in range(1, 51))  # ~1 MB a batch
     broker = server.brokers[-1]
     for _ in range(200):
-        if broker._throttle.paused:
+        if broker._flow.paused:
             break
         peer.transport.write(calls)  # type: ignore[union-attr]
         await task.deferLater(reactor, 0.02, lambda: None)
-    assert broker._throttle.paused, "the server never stopped reading from the flooder"
+    assert broker._flow.paused, "the server never stopped reading from the flooder"
     transport: Any = broker.transport
     unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
     assert unsent < 8 * 1024 * 1024  # bounded by what one read can answer, not by the flood
     await still_serves(server)
+
+
+# -- peers that do not read: backpressure before execution, then a deadline ---------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_whose_answers_are_not_read_stop_running(servers: Any) -> None:
+    server = await servers(LIMITS.replace(maxPendingCalls=5000))
+    peer = await raw_peer(server)
+    peer.transport.pauseProducing()  # type: ignore[union-attr]  # never read an answer
+    peer.handshake()
+    calls = b"".join(peer.call(n, b"big") for n in range(1, 2001))  # ~40 KB asking for 600 MB
+    peer.transport.write(calls)  # type: ignore[union-attr]
+    broker = await _first_broker(server)
+    await wait_until(lambda: broker._flow.paused)
+    await task.deferLater(reactor, 0.2, lambda: None)  # let any straggler run
+    # Only what the kernel's socket buffers absorbed before the transport's queue filled ran;
+    # the rest waits, decoded but not run, for the peer to read.
+    assert server.root.big_answers < 100
+    assert len(broker._backlog) > 1500
+    await still_serves(server)
+
+
+async def _first_broker(server: Server) -> pb.Broker:
+    await wait_until(lambda: server.brokers and server.brokers[0].currentDialect)
+    return server.brokers[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_that_never_reads_is_dropped_after_the_write_timeout(servers: Any) -> None:
+    server = await servers(LIMITS.replace(writeTimeout=0.5))
+    peer = await raw_peer(server)
+    peer.transport.pauseProducing()  # type: ignore[union-attr]
+    peer.handshake()
+    peer.transport.write(b"".join(peer.call(n, b"big") for n in range(1, 200)))  # type: ignore[union-attr]
+    broker = await _first_broker(server)
+    await wait_until(lambda: broker.disconnected)
+    peer.transport.resumeProducing()  # type: ignore[union-attr]  # a paused socket sees no close
+    await dropped(peer)
+    await still_serves(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_observer_that_never_reads_is_dropped_not_buffered(servers: Any) -> None:
+    server = await servers(LIMITS.replace(maxBufferedOutput=2 * 1024 * 1024, writeTimeout=3600))
+    root = await server.client()
+    replica = await root.callRemote("board")
+    client_broker = server.clients[-1]._broker
+    lost: defer.Deferred[None] = defer.Deferred()
+    client_broker.notifyOnDisconnect(lambda: lost.callback(None))
+    client_broker.transport.pauseProducing()  # the observer stops reading
+    [observer] = server.root.boards[-1].observers
+    for _ in range(2000):  # up to 600 MB of updates, far more than the limit
+        if server.brokers[-1].disconnected:
+            break
+        observer.callRemote("update", b"u" * 300_000)
+        await task.deferLater(reactor, 0, lambda: None)
+    client_broker.transport.resumeProducing()
+    await lost.addTimeout(TIMEOUT, reactor)
+    assert server.brokers[-1].disconnected
+    assert isinstance(replica, Replica)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_observer_that_answers_no_updates_is_dropped(servers: Any) -> None:
+    server = await servers(LIMITS.replace(writeTimeout=3600))
+    await server.client()
+    peer = await raw_peer(server)
+    peer.handshake()
+    peer.transport.write(peer.call(1, b"board"))  # type: ignore[union-attr]
+    await wait_until(lambda: len(server.root.boards) == 1 and server.root.boards[0].observers)
+    [observer] = server.root.boards[0].observers
+    outcomes = [observer.callRemote("update", n) for n in range(LIMITS.maxPendingCalls + 1)]
+    await dropped(peer)  # the raw peer never answers an update
+    assert isinstance(await failure_of(outcomes[-1]), Failure)
+    await still_serves(server)
+
+
+# -- time limits and connection counts ---------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_half_a_message_is_dropped_after_the_message_timeout(servers: Any) -> None:
+    server = await servers(LIMITS.replace(messageTimeout=0.5))
+    peer = await raw_peer(server)
+    peer.handshake()
+    message = peer.call(1, b"echo", b"x" * 1000)
+    peer.transport.write(message[: len(message) // 2])  # type: ignore[union-attr]
+    await dropped(peer)
+    await still_serves(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_beyond_the_limit_are_closed_as_they_arrive(servers: Any) -> None:
+    server = await servers(LIMITS.replace(maxConnections=2))
+    first, second = await raw_peer(server), await raw_peer(server)
+    third = await raw_peer(server)
+    await dropped(third)
+    assert not first.closed.called and not second.closed.called
+    first.transport.loseConnection()  # type: ignore[union-attr]
+    await dropped(first)
+    await wait_until(lambda: server.factory.connections == 1)
+    await still_serves(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_replicas_beyond_the_import_limit_are_refused(servers: Any) -> None:
+    server = await servers(LIMITS.replace(maxCachedObjects=10))
+    root = await server.client(limits=Limits(maxImportedCaches=2))
+    held = [await root.callRemote("board") for _ in range(2)]
+    failure = await failure_of(root.callRemote("board"))
+    assert "Limits.maxImportedCaches" in failure.getErrorMessage()
+    assert await root.callRemote("echo", 1).addTimeout(TIMEOUT, reactor) == 1
+    assert len(held) == 2
+
+
+# -- before login: small messages and a deadline --------------------------------------------------
+
+
+class Account(pb.Avatar):
+    def perspective_echo(self, value: object) -> object:
+        return value
+
+
+class Accounts:
+    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
+        return interfaces[0], Account(), lambda: None
+
+
+def login_desk() -> portal.Portal:
+    accounts = checkers.InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+    return portal.Portal(Accounts(), [accounts])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_message_before_login_drops_the_peer(servers: Any) -> None:
+    server = await servers(Limits(), login_desk())
+    peer = await raw_peer(server)
+    peer.handshake()
+    peer.transport.write(peer.call(1, b"login", b"u" * 100_000))  # type: ignore[union-attr]
+    await dropped(peer)
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_login_the_factory_limits_apply(servers: Any) -> None:
+    from twisted.cred.credentials import UsernamePassword
+
+    server = await servers(Limits(loginTimeout=0.5), login_desk())
+    factory = pb.PBClientFactory()
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port)
+    await endpoint.connect(factory).addTimeout(TIMEOUT, reactor)
+    server.clients.append(factory)
+    avatar = await factory.login(UsernamePassword(b"alice", b"secret")).addTimeout(TIMEOUT, reactor)
+    await task.deferLater(reactor, 1.0, lambda: None)  # past the login timeout
+    big = b"b" * 100_000  # over the before-login message size
+    assert await avatar.callRemote("echo", big).addTimeout(TIMEOUT, reactor) == big
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_that_does_not_log_in_is_dropped_after_the_login_timeout(
+    servers: Any,
+) -> None:
+    server = await servers(Limits(loginTimeout=0.5), login_desk())
+    peer = await raw_peer(server)
+    peer.handshake()
+    await dropped(peer)

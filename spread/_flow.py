@@ -1,0 +1,134 @@
+"""Backpressure for one PB connection on Twisted: stop acting on a peer that does not read.
+
+A peer can send calls whose answers are much larger than the calls (67 KB of calls, 1 GB of
+answers) and never read them. Pausing the socket's reading is not enough: every call already
+decoded from the last read would still run and queue its answer. So ``FlowControl``, registered
+as the socket's streaming producer, tells the broker when the transport's buffer passes
+``Limits.maxQueuedOutput``; the broker then stops *dispatching* (what is decoded waits in a
+backlog) as well as reading, and resumes both when the peer has read enough.
+
+A peer that stays behind is dropped: after ``Limits.writeTimeout`` seconds without draining,
+or once more than ``Limits.maxBufferedOutput`` bytes have been written while it was behind
+(writes that do not come from its own calls, such as a ``Cacheable`` master's updates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from spread.limits import Limits
+
+
+class FlowControl:
+    """The socket's producer: pauses reading and dispatch while our output piles up unsent."""
+
+    def __init__(
+        self, transport: Any, limits: Limits, clock: Any,
+        drained: Callable[[], None], stuck: Callable[[str], None],
+    ) -> None:
+        self.reader = _reader(transport)
+        self.limits = limits
+        self.clock = clock
+        self.drained = drained
+        self.stuck = stuck
+        self.attached = False
+        self.paused = False
+        self.bufferedWhilePaused = 0
+        self._timer: Any = None
+
+    def attach(self) -> None:
+        """Watch the socket's outgoing buffer (a no-op where the transport cannot tell us)."""
+        # On the socket itself, below any TLS layer: TLS would otherwise hold its close
+        # back until we unregister, and a producer never needs to see decrypted bytes.
+        reader = self.reader
+        if reader is None or self.attached or not hasattr(reader, "registerProducer"):
+            return
+        if hasattr(reader, "bufferSize"):  # FileDescriptor's threshold for pausing us
+            reader.bufferSize = self.limits.maxQueuedOutput
+        try:
+            reader.registerProducer(self, True)
+        except RuntimeError:  # another producer holds the slot; go without
+            return
+        self.attached = True
+
+    def detach(self) -> None:
+        """Stop watching (paging takes the producer slot, or the connection closes)."""
+        self._cancelTimer()
+        if not self.attached:
+            return
+        self.attached = False
+        self.reader.unregisterProducer()
+        if self.paused:
+            self.paused = False
+            self.reader.resumeProducing()
+            self.drained()
+
+    def close(self) -> None:
+        """Detach and forget the broker's callbacks (they would keep it in a cycle)."""
+        self.detach()
+        self.drained = _nothing
+        self.stuck = _nothing
+        self.clock = None
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: stop reading and start the write timeout."""
+        self.paused = True
+        self.bufferedWhilePaused = 0
+        self.reader.pauseProducing()
+        if self._timer is None and self.clock is not None:
+            self._timer = self.clock.callLater(self.limits.writeTimeout, self._timedOut)
+
+    def resumeProducing(self) -> None:
+        """The peer read enough: run what waited, then read again (unless that filled us up)."""
+        self._cancelTimer()
+        if getattr(self.reader, "disconnecting", False):
+            # Closing: the socket finishes its close only once no producer is registered.
+            self.paused = False
+            self.detach()
+            return
+        self.paused = False
+        self.drained()
+        if not self.paused:
+            self.reader.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The connection is closing."""
+        self._cancelTimer()
+
+    def wrote(self, size: int) -> None:
+        """Count bytes written while paused; too many means the peer is not reading at all."""
+        self.bufferedWhilePaused += size
+        if self.bufferedWhilePaused > self.limits.maxBufferedOutput:
+            self.stuck(
+                f"more than {self.limits.maxBufferedOutput} bytes are waiting for a peer that "
+                "does not read them (Limits.maxBufferedOutput)"
+            )
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        if self.paused:
+            self.stuck(
+                f"the peer read none of our output for {self.limits.writeTimeout} s "
+                "(Limits.writeTimeout)"
+            )
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+
+def _nothing(*args: object) -> None:
+    """A callback for a closed connection."""
+
+
+def _reader(transport: Any) -> Any:
+    """The socket under ``transport`` (itself, or what a TLS wrapper sits on), if it can pause."""
+    for _ in range(8):
+        below = getattr(transport, "transport", None)
+        if below is None:
+            break
+        transport = below
+    return transport if hasattr(transport, "pauseProducing") else None
