@@ -218,3 +218,12 @@ def test_a_reconnecting_factory_keeps_its_callers_waiting() -> None:
     factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
     assert not waiting.called
     assert not factory.getRootObject().called
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_unix_to_a_missing_socket(tmp_path: Any) -> None:
+    factory = pb.PBClientFactory()
+    waiting = factory.getRootObject()
+    reactor.connectUNIX(str(tmp_path / "nobody-listens"), factory)
+    assert (await failure_of(waiting)).check(error.ConnectError)
+    assert factory.getRootObject().called
