@@ -13,6 +13,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import shared_sexp
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 
@@ -20,7 +21,9 @@ from spread import pb
 from spread.banana import PB_VOCABULARY, Encoder, encode
 from spread.limits import Limits
 
-LIMITS = Limits(maxBrokerRefs=16, maxCachedObjects=4, maxPendingCalls=8, maxDepth=40)
+LIMITS = Limits(
+    maxBrokerRefs=16, maxCachedObjects=4, maxPendingCalls=8, maxDepth=40, maxImportedCaches=4
+)
 
 
 class Thing(pb.Referenceable):
@@ -48,6 +51,10 @@ class FuzzRoot(pb.Root):
     def remote_fail(self) -> None:
         raise ValueError("as asked")
 
+    def remote_big(self) -> bytes:
+        """An answer far larger than the call (the amplification attack)."""
+        return b"z" * 300_000
+
     def remote_hang(self) -> Any:
         from twisted.internet import defer
 
@@ -56,13 +63,18 @@ class FuzzRoot(pb.Root):
 
 KINDS = [b"message", b"answer", b"error", b"decref", b"decache", b"uncache",
          b"cachemessage", b"version", b"didNotUnderstand", b"nonsense"]  # fmt: skip
-METHODS = [b"echo", b"thing", b"board", b"fail", b"hang", b"poke", b"missing", b"__init__"]
+METHODS = [b"echo", b"thing", b"board", b"fail", b"hang", b"poke", b"missing", b"__init__",
+           b"big"]  # fmt: skip
 TAGS = [b"tuple", b"list", b"dictionary", b"unicode", b"remote", b"local", b"cache", b"cached",
-        b"lcache", b"reference", b"dereference", b"None", b"os.system",
+        b"lcache", b"reference", b"dereference", b"None", b"os.system", b"set", b"frozenset",
         b"twisted.spread.pb.CopyableFailure"]  # fmt: skip
+COLLIDING = [(2**61 - 1) * k for k in range(1, 5)]  # ints that all hash alike
 
 ids = st.integers(min_value=-2, max_value=20)
-atoms = st.one_of(ids, st.binary(max_size=6), st.sampled_from(TAGS + METHODS), st.floats())
+atoms = st.one_of(
+    ids, st.binary(max_size=6), st.sampled_from(TAGS + METHODS), st.floats(),
+    st.sampled_from(COLLIDING),
+)
 values = st.recursive(
     atoms,
     lambda inner: st.one_of(
@@ -70,6 +82,8 @@ values = st.recursive(
         st.builds(
             lambda tag, rest: [tag, *rest], st.sampled_from(TAGS), st.lists(inner, max_size=3)
         ),
+        # A few bytes that unjelly into 30**levels leaves: every error text must stay cheap.
+        st.builds(shared_sexp, st.integers(1, 12), st.integers(1, 30), st.integers(1, 40)),
     ),
     max_leaves=20,
 )
@@ -149,6 +163,7 @@ def check_stream(batch: list[Any], cuts: list[int], junk: bytes) -> None:
             previous = cut
         exported, by_puid, caches, caches_by_puid = tables(broker)
         assert exported <= LIMITS.maxBrokerRefs and caches <= LIMITS.maxCachedObjects
+        assert len(broker._cacheImports.entries) <= LIMITS.maxImportedCaches
         assert exported == by_puid and caches == caches_by_puid
         broker.connectionLost()
         assert tables(broker) == [0, 0, 0, 0]
