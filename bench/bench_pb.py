@@ -7,14 +7,19 @@ For each implementation it starts an echo server in one process and a client in 
 
 - sequential: ``await root.callRemote("echo", 42)`` one after the other, calls per second;
 - pipelined: the same call with 200 outstanding at all times, calls per second;
+- bursts: 10, 200 and 2,000 calls fired at once and awaited together
+  (``gatherResults``), again and again, calls per second;
 - 1 MB: the median round trip of ``echo`` with a ~1 MiB argument (16 distinct 64 KiB byte
   strings, since PB refuses a single string over 640 KiB), in milliseconds.
 
+``--only spread-queued,...`` adds spread with write-through off (Twisted's public write path
+only), to weigh what write-through gains.
+
 The raw echo does the same with length-prefixed byte strings: the fastest a Twisted PB could be on
 this reactor and machine. The implementations take turns for several rounds (fresh processes
-each time) and each keeps its best figure, so a burst of load from elsewhere on the machine
-hurts one sample rather than one implementation. The table ends with the targets from issue 3.
-Run by hand, never by the test suite; a full run takes well under a minute.
+each time) and each figure is the median of its rounds, so a burst of load from elsewhere on
+the machine hurts one sample rather than one implementation. The table ends with the targets
+from issue 3. Run by hand, never by the test suite; a full run takes a minute or two.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from collections.abc import Callable
 from typing import Any
 
 IMPLEMENTATIONS = ("spread", "twisted", "raw")
-PB_MODULES = {"spread": "spread.pb", "twisted": "twisted.spread.pb"}
+VARIANTS = ("spread-queued",)  # spread with write-through off: only Twisted's public write path
+PB_MODULES = {"spread": "spread.pb", "spread-queued": "spread.pb", "twisted": "twisted.spread.pb"}
+BURSTS = (10, 200, 2000)  # calls fired at once and awaited together
 WINDOW = 200  # outstanding calls in the pipelined measurement
 LARGE_CHUNKS = 16
 LARGE_CHUNK_SIZE = 64 * 1024
@@ -76,6 +83,8 @@ def serve(implementation: str) -> None:
                 return value
 
         factory = pb.PBServerFactory(Echoer())
+        if implementation == "spread-queued":
+            pb.Broker.writeThrough = False
 
     class StopOnStdinClose(Protocol):
         def connectionLost(self, reason: object = None) -> None:
@@ -133,6 +142,20 @@ async def pipelined(call: Call, duration: float, window: int = WINDOW) -> float:
     return state["done"] / (end - start)
 
 
+async def bursts(call: Call, duration: float, size: int) -> float:
+    """Round trips per second, ``size`` fired at once and awaited together, repeatedly."""
+    from twisted.internet import defer
+
+    count = 0
+    start = now = time.perf_counter()
+    deadline = start + duration
+    while now < deadline:
+        await defer.gatherResults([call() for _ in range(size)])
+        count += size
+        now = time.perf_counter()
+    return count / (now - start)
+
+
 async def median_ms(call: Call, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -178,6 +201,8 @@ async def connect(reactor: Any, implementation: str, port: int) -> tuple[Call, C
         large = os.urandom(LARGE_CHUNKS * LARGE_CHUNK_SIZE)
         return (lambda: client.request(SMALL_RAW_MESSAGE)), (lambda: client.request(large))
     pb: Any = importlib.import_module(PB_MODULES[implementation])
+    if implementation == "spread-queued":
+        pb.Broker.writeThrough = False
     factory = pb.PBClientFactory()
     await endpoint.connect(factory)
     root = await factory.getRootObject()
@@ -191,6 +216,7 @@ async def measure(reactor: Any, implementation: str, port: int, duration: float)
     results = {
         "sequential": await sequential(small, duration),
         "pipelined": await pipelined(small, duration),
+        **{f"burst{size}": await bursts(small, duration, size) for size in BURSTS},
         "large_ms": await median_ms(large, LARGE_ROUND_TRIPS),
     }
     print(json.dumps(results), flush=True)
@@ -255,26 +281,34 @@ def read_port(server: subprocess.Popen[str]) -> int:
     return int(line.split()[1])
 
 
-def ratio(results: dict[str, dict[str, float]], row: str, other: str) -> float | None:
-    """How many times better spread is than ``other`` on ``row`` (higher is better)."""
-    if "spread" not in results or other not in results:
+def ratio(
+    results: dict[str, dict[str, float]], row: str, other: str, ours: str = "spread"
+) -> float | None:
+    """How many times better ``ours`` is than ``other`` on ``row`` (higher is better)."""
+    if ours not in results or other not in results:
         return None
-    ours, theirs = results["spread"][row], results[other][row]
-    return theirs / ours if row == "large_ms" else ours / theirs
+    mine, theirs = results[ours][row], results[other][row]
+    return theirs / mine if row == "large_ms" else mine / theirs
 
 
 def print_table(results: dict[str, dict[str, float]], errors: dict[str, str]) -> None:
     rows = [
         ("sequential calls/s", "sequential", "{:,.0f}"),
         (f"pipelined calls/s ({WINDOW} out)", "pipelined", "{:,.0f}"),
+        *[(f"burst of {size:,} calls/s", f"burst{size}", "{:,.0f}") for size in BURSTS],
         ("1 MB round trip, ms", "large_ms", "{:,.1f}"),
     ]
-    names = {"spread": "spread.pb", "twisted": "twisted PB", "raw": "raw Int32"}
-    header = f"{'':<28}" + "".join(f"{names[i]:>12}" for i in IMPLEMENTATIONS)
-    print(header + f"{'spread/PB':>12}{'spread/raw':>12}")
+    names = {"spread": "spread.pb", "twisted": "twisted PB", "raw": "raw Int32",
+             "spread-queued": "queued"}  # fmt: skip
+    shown_impls = [i for i in (*IMPLEMENTATIONS, *VARIANTS) if i in results or i in IMPLEMENTATIONS]
+    header = f"{'':<28}" + "".join(f"{names[i]:>12}" for i in shown_impls)
+    print(header + f"{'spread/PB':>12}{'spread/raw':>12}" + (
+        f"{'wt/queued':>12}" if "spread-queued" in results else ""))
     for label, row, number in rows:
-        cells = [number.format(results[i][row]) if i in results else "n/a" for i in IMPLEMENTATIONS]
+        cells = [number.format(results[i][row]) if i in results else "n/a" for i in shown_impls]
         ratios = [ratio(results, row, other) for other in ("twisted", "raw")]
+        if "spread-queued" in results:
+            ratios.append(ratio(results, row, "spread-queued"))
         shown = [f"{r:.2f}x" if r is not None else "n/a" for r in ratios]
         print(f"{label:<28}" + "".join(f"{c:>12}" for c in cells + shown))
     print("(ratios: how many times faster spread is; for the 1 MB row, time taken, inverted)")
@@ -286,24 +320,18 @@ def print_table(results: dict[str, dict[str, float]], errors: dict[str, str]) ->
         print(f"{names[implementation]} could not be measured: {message}")
 
 
-def keep_best(best: dict[str, float] | None, new: dict[str, float]) -> dict[str, float]:
-    """The better of two samples, figure by figure (higher rates, lower times)."""
-    if best is None:
-        return new
-    return {
-        "sequential": max(best["sequential"], new["sequential"]),
-        "pipelined": max(best["pipelined"], new["pipelined"]),
-        "large_ms": min(best["large_ms"], new["large_ms"]),
-    }
+def medians(samples: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds (a burst of load elsewhere spoils one sample)."""
+    return {row: statistics.median(sample[row] for sample in samples) for row in samples[0]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=2, help="turns per implementation")
+    parser.add_argument("--rounds", type=int, default=3, help="turns per implementation")
     parser.add_argument("--only", default=",".join(IMPLEMENTATIONS), help="comma-separated")
     parser.add_argument("--json", action="store_true", help="also print the raw figures")
-    parser.add_argument("--serve", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=IMPLEMENTATIONS + VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=3, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve:
@@ -312,10 +340,12 @@ def main() -> None:
         implementation, port, duration = options.client
         return run_client(implementation, int(port), float(duration))
 
-    unknown = set(options.only.split(",")) - set(IMPLEMENTATIONS)
+    unknown = set(options.only.split(",")) - set(IMPLEMENTATIONS + VARIANTS)
     if unknown:
-        parser.error(f"--only takes some of {','.join(IMPLEMENTATIONS)}, not {unknown}")
-    results: dict[str, dict[str, float]] = {}
+        parser.error(
+            f"--only takes some of {','.join(IMPLEMENTATIONS + VARIANTS)}, not {unknown}"
+        )
+    samples: dict[str, list[dict[str, float]]] = {}
     errors: dict[str, str] = {}
     for _round in range(options.rounds):
         for implementation in options.only.split(","):
@@ -326,7 +356,8 @@ def main() -> None:
             except Exception as problem:
                 errors[implementation] = str(problem)
                 continue
-            results[implementation] = keep_best(results.get(implementation), sample)
+            samples.setdefault(implementation, []).append(sample)
+    results = {name: medians(taken) for name, taken in samples.items()}
     print_table(results, errors)
     if options.json:
         print(json.dumps(results, indent=2))

@@ -133,11 +133,16 @@ class Broker(PBSession, PagingMixin, Banana):
 
     def _drainBacklog(self) -> None:
         backlog, flow = self._backlog, self._flow
-        while backlog and not flow.paused and not self._dropped:
-            if getattr(self.transport, "disconnecting", False):
-                backlog.clear()  # someone dropped the connection; do not act on what followed
-                return
-            self.expressionReceived(backlog.popleft())
+        batch = self._beginBatch()
+        try:
+            while backlog and not flow.paused and not self._dropped:
+                if getattr(self.transport, "disconnecting", False):
+                    backlog.clear()  # someone dropped the connection; ignore what followed
+                    return
+                self.expressionReceived(backlog.popleft())
+        finally:
+            if batch:
+                self._endBatch()
 
     def _written(self, size: int) -> None:
         if self._flow.paused:

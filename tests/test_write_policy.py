@@ -1,0 +1,88 @@
+"""How a broker writes: no Nagle stalls, and the answers to one read leave together.
+
+A client that fires many calls at once and awaits them together gets all their answers from
+one read of the server; each answer written on its own, without TCP_NODELAY, would wait for
+the client's delayed ACK (40 ms). These tests pin the two halves of the cure without timing.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest_twisted
+from support import TIMEOUT
+from twisted.internet import endpoints, reactor
+from twisted.internet.testing import StringTransport
+
+from spread import pb
+from spread.banana import PB_VOCABULARY, Encoder, encode
+
+
+class Echo(pb.Root):
+    def remote_echo(self, value: Any) -> Any:
+        return value
+
+
+class CountingTransport(StringTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+def test_answers_to_one_read_leave_in_one_write() -> None:
+    broker = pb.PBServerFactory(Echo()).buildProtocol(None)
+    transport = CountingTransport()
+    broker.makeConnection(transport)
+    encoder = Encoder(PB_VOCABULARY)
+    broker.dataReceived(encode(b"pb") + encoder.encode([b"version", 6]))
+    before = transport.writes
+    calls = b"".join(
+        encoder.encode([b"message", n, b"root", b"echo", 1, [b"tuple", n], [b"dictionary"]])
+        for n in range(1, 51)
+    )
+    broker.dataReceived(calls)
+    assert transport.writes == before + 1
+    assert transport.value().count(b"\x1b\x87") >= 50  # fifty answers in it ("answer" symbol)
+
+
+def test_a_batch_larger_than_the_queue_limit_is_written_as_it_grows() -> None:
+    broker = pb.PBServerFactory(Echo()).buildProtocol(None)
+    transport = CountingTransport()
+    broker.makeConnection(transport)
+    encoder = Encoder(PB_VOCABULARY)
+    broker.dataReceived(encode(b"pb") + encoder.encode([b"version", 6]))
+    before = transport.writes
+    big = b"x" * 40_000
+    calls = b"".join(
+        encoder.encode([b"message", n, b"root", b"echo", 1, [b"tuple", big], [b"dictionary"]])
+        for n in range(1, 11)
+    )
+    broker.dataReceived(calls)  # 400 KB of answers, over maxQueuedOutput (64 KiB)
+    assert transport.writes - before >= 5  # every second 40 KB answer passes 64 KiB
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_connections_turn_nagle_off_on_both_sides() -> None:
+    server_factory = pb.PBServerFactory(Echo())
+    brokers: list[pb.Broker] = []
+    build = server_factory.buildProtocol
+    server_factory.buildProtocol = lambda addr: brokers.append(build(addr)) or brokers[-1]  # type: ignore[method-assign]
+    port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        server_factory
+    )
+    client_factory = pb.PBClientFactory()
+    try:
+        reactor.connectTCP("127.0.0.1", port.getHost().port, client_factory)
+        root = await client_factory.getRootObject().addTimeout(TIMEOUT, reactor)
+        assert await root.callRemote("echo", 1).addTimeout(TIMEOUT, reactor) == 1
+        for broker in (brokers[0], root.broker):
+            handle = broker.transport.getHandle()
+            assert handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        client_factory.disconnect()
+        await port.stopListening()
