@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, Final
 
 from spread._native import speedups as _speedups
@@ -118,9 +119,19 @@ _PADDING = b"\0\0\0\0"  # appended to each buffer decoded: header digits, never 
 _ERR_PREFIX, _ERR_TOO_LONG, _ERR_DEPTH, _ERR_SYMBOL, _ERR_TYPE, _ERR_TOO_BIG = range(1, 7)
 
 def _symbolTable(vocabulary: Mapping[int, bytes] | None) -> tuple[bytes | None, ...] | None:
-    """``vocabulary`` as a tuple indexed by number, for the C scanner; None if it is not one."""
+    """``vocabulary`` as a tuple indexed by number, for the C scanner; None if it is not one.
+
+    Shared by every decoder with an equal vocabulary (one per connection otherwise)."""
+    try:
+        return _tableOf(tuple((vocabulary or {}).items()))
+    except TypeError:  # unhashable words: not a table the C scanner could use anyway
+        return None
+
+
+@lru_cache(maxsize=16)
+def _tableOf(items: tuple[tuple[Any, Any], ...]) -> tuple[bytes | None, ...] | None:
     table: list[bytes | None] = []
-    for number, word in (vocabulary or {}).items():
+    for number, word in items:
         if type(number) is not int or not 0 <= number < 4096 or type(word) is not bytes:
             return None
         table.extend([None] * (number + 1 - len(table)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from spread._banana_codec import (
@@ -76,8 +77,8 @@ class Encoder:
     def vocabulary(self, vocabulary: Mapping[bytes, int] | None) -> None:
         self._vocabulary = vocabulary
         # Each symbol's whole token, ready to append: one dict lookup per string sent.
-        self._symbols = {w: _token(n, VOCAB) for w, n in (vocabulary or {}).items()}
-        self._tokens = dict(self._symbols)  # and the short strings sent lately (see encode)
+        self._symbols = _symbolsOf(tuple((vocabulary or {}).items()))  # shared: read only
+        self._tokens: dict[Any, bytes] | None = None  # and short strings sent lately (see encode)
 
     def encode(self, obj: object) -> bytes:
         """The banana bytes for ``obj``; raises ``BananaError`` (and sends nothing) if it cannot.
@@ -104,7 +105,12 @@ class Encoder:
         # Messages repeat their strings (tags, dict keys, method names): the whole
         # token of each short one is kept, so most strings cost one lookup and one
         # append. A size limit under the cached lengths bypasses the cache.
-        tokens = self._tokens if self.size_limit >= _CACHED_LENGTH else symbols.copy()
+        if self.size_limit < _CACHED_LENGTH:
+            tokens = symbols.copy()
+        elif self._tokens is None:  # made on first use: with the C encoder, never
+            tokens = self._tokens = dict(symbols)
+        else:
+            tokens = self._tokens
         size_limit = self.size_limit
         max_depth = self.max_depth
         int_token = self._int_token
@@ -239,6 +245,12 @@ class Encoder:
             )
         return _token(magnitude, type_byte)
 
+
+
+@lru_cache(maxsize=16)
+def _symbolsOf(vocabulary: tuple[tuple[Any, int], ...]) -> dict[Any, bytes]:
+    """Each symbol's whole token, ready to append: one table per vocabulary, not per encoder."""
+    return {word: _token(number, VOCAB) for word, number in vocabulary}
 
 
 def encode(obj: object) -> bytes:

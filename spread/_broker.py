@@ -378,13 +378,15 @@ class ReleaseQueue:
         schedule: Callable[[Callable[[], None]], object],
         drain: Callable[[list[Any]], None],
     ) -> None:
-        self._items: deque[Any] = deque()
+        self._items: deque[Any] | None = None  # made on the first release: many never have one
         self._scheduled = False
         self._schedule = schedule
         self._drain = drain
 
     def put(self, item: Any) -> None:
         """Queue one dead entry; schedule a drain unless one is already due."""
+        if self._items is None:
+            self._items = deque()
         self._items.append(item)
         if not self._scheduled:
             self._scheduled = True
@@ -399,20 +401,21 @@ class ReleaseQueue:
         """Hand everything queued so far to the drain callback (reactor thread only)."""
         self._scheduled = False
         items: list[Any] = []
-        while self._items:
-            items.append(self._items.popleft())
+        queued = self._items
+        while queued:
+            items.append(queued.popleft())
         if items:
             self._drain(items)
 
     def close(self) -> None:
         """Forget what is queued and the callbacks (they hold the session: a cycle otherwise)."""
-        self._items.clear()
+        self._items = None
         self._scheduled = True  # never schedule again
         self._schedule = _ignore
         self._drain = _ignore
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) if self._items is not None else 0
 
 
 def _ignore(_: object) -> None:

@@ -32,6 +32,10 @@ _log = Logger()
 __all__ = ["PROTOCOL_VERSION", "Broker", "SessionState"]
 
 
+_NOT_WATCHING = FlowControl(None, Limits(), None, lambda: None, lambda why: None)
+"""The flow control of a broker not connected yet: never paused, watching nothing."""
+
+
 class Broker(PBSession, PagingMixin, Banana):
     """One PB connection: references, calls, copies and caches in both directions."""
 
@@ -48,8 +52,8 @@ class Broker(PBSession, PagingMixin, Banana):
         PBSession.__init__(self, security, maxBrokerRefs=maxBrokerRefs, limits=limits)
         PagingMixin.__init__(self)
         self._reactor = reactor
-        self._flow = FlowControl(None, self.limits, None, self._drainBacklog, self._abandon)
-        self._backlog: deque[Any] = deque()  # decoded messages waiting for the peer to read
+        self._flow = _NOT_WATCHING  # until connectionReady
+        self._backlog: deque[Any] | None = None  # decoded messages waiting for the peer to read
         self._messageTimer: Any = None  # while a message is half received
         self._loginTimer: Any = None  # while a login server waits for this peer to log in
         self._limitsAfterLogin: Any = None
@@ -106,7 +110,7 @@ class Broker(PBSession, PagingMixin, Banana):
         """Fail every pending call, stop every observer, notify, and free every table."""
         if self.state is SessionState.CLOSED:
             return
-        self._backlog.clear()
+        self._backlog = None
         self._flow.close()
         self._cancel("_messageTimer")
         self._cancel("_loginTimer")
@@ -127,9 +131,23 @@ class Broker(PBSession, PagingMixin, Banana):
 
     def _deliver(self, expressions: list[Any]) -> None:
         """Dispatch what one read decoded, but none of it while the peer is not reading."""
-        backlog = self._backlog
-        backlog.extend(expressions)
-        self._drainBacklog()
+        if self._backlog:
+            self._backlog.extend(expressions)
+            self._drainBacklog()
+            return
+        flow = self._flow
+        batch = self._beginBatch()
+        try:
+            for index, expression in enumerate(expressions):
+                if flow.paused:
+                    self._backlog = deque(expressions[index:])  # waits for resumeProducing
+                    return
+                if self._dropped or getattr(self.transport, "disconnecting", False):
+                    return  # someone dropped the connection; do not act on what followed
+                self.expressionReceived(expression)
+        finally:
+            if batch:
+                self._endBatch()
 
     def _drainBacklog(self) -> None:
         backlog, flow = self._backlog, self._flow
@@ -153,7 +171,7 @@ class Broker(PBSession, PagingMixin, Banana):
         if self._dropped:
             return
         self._dropped = True
-        self._backlog.clear()
+        self._backlog = None
         _log.warn("dropping a peer that does not read: {why}", why=why)
         transport: Any = self.transport
         abort = getattr(transport, "abortConnection", None)

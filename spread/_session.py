@@ -57,6 +57,21 @@ _EMPTY_KW: list[Any] = [b"dictionary"]  # read-only: banana never mutates what i
 _STALE = "Calling Stale Broker"
 
 
+# Each message kind: how many values follow it, and the method that takes them (looked up
+# on the session for each message, so subclasses and instances may override it, as in Twisted).
+_HANDLERS: dict[object, tuple[int, str]] = {
+    b"version": (1, "proto_version"),
+    b"message": (6, "proto_message"),
+    b"cachemessage": (6, "proto_cachemessage"),
+    b"answer": (2, "proto_answer"),
+    b"error": (2, "proto_error"),
+    b"decref": (1, "proto_decref"),
+    b"decache": (1, "proto_decache"),
+    b"uncache": (1, "proto_uncache"),
+    b"didNotUnderstand": (1, "proto_didNotUnderstand"),
+}
+
+
 class SessionState(enum.Enum):
     """Where a PB conversation is in its life."""
 
@@ -114,18 +129,6 @@ class PBSession(ObjectTables):
             b"lcache": self._unjellyLCache,
             COPYABLE_FAILURE: self._unjellyFailure,
         }
-        self._handlers: dict[object, tuple[int, Callable[..., None]]] = {
-            b"version": (1, self.proto_version),
-            b"message": (6, self.proto_message),
-            b"cachemessage": (6, self.proto_cachemessage),
-            b"answer": (2, self.proto_answer),
-            b"error": (2, self.proto_error),
-            b"decref": (1, self.proto_decref),
-            b"decache": (1, self.proto_decache),
-            b"uncache": (1, self.proto_uncache),
-            b"didNotUnderstand": (1, self.proto_didNotUnderstand),
-        }
-
     # -- the hooks (a Broker overrides these; a bare session is given callables) ----------
 
     def sendEncoded(self, obj: object) -> None:
@@ -185,7 +188,6 @@ class PBSession(ObjectTables):
         self._clearTables()
         # Bound methods of ourselves: without them a closed session is freed at once by
         # reference counting, not at the next cyclic collection.
-        self._handlers = {}
         self.protocolUnjellyables = {}
 
     def notifyOnDisconnect(self, notifier: Callable[[], object]) -> None:
@@ -226,16 +228,16 @@ class PBSession(ObjectTables):
             if type(sexp) is not list or not sexp:
                 raise ProtocolError(f"a PB message must be a non-empty list, not {quote(sexp)}")
             kind = sexp[0]
-            handler = self._handlers.get(kind) if type(kind) is bytes else None
+            handler = _HANDLERS.get(kind) if type(kind) is bytes else None
             if handler is None:
                 self._didNotUnderstand(sexp[0])
                 return
-            arity, method = handler
+            arity, name = handler
             if len(sexp) != arity + 1:
                 raise ProtocolError(
                     f"{sexp[0]!r} takes {arity} values, got {len(sexp) - 1}: {quote(sexp)}"
                 )
-            method(*sexp[1:])
+            getattr(self, name)(*sexp[1:])
         except ProtocolError as e:
             _log.error("dropping connection: peer broke the PB protocol: {error}", error=e)
             self._dropConnection()

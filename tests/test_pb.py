@@ -444,7 +444,6 @@ def test_unknown_message_kind_gets_didNotUnderstand_and_service_continues() -> N
     loop = Loop(Echo())
     heard: list[Any] = []
     loop.client.proto_didNotUnderstand = heard.append  # type: ignore[method-assign]
-    loop.client._handlers[b"didNotUnderstand"] = (1, heard.append)
     loop.client.sendEncoded([b"frobnicate", 1, 2])
     loop.pump.flush()
     assert heard == [b"frobnicate"]
