@@ -122,8 +122,10 @@ def _symbolTable(vocabulary: Mapping[int, bytes] | None) -> tuple[bytes | None, 
     """``vocabulary`` as a tuple indexed by number, for the C scanner; None if it is not one.
 
     Shared by every decoder with an equal vocabulary (one per connection otherwise)."""
+    if not vocabulary:
+        return ()
     try:
-        return _tableOf(tuple((vocabulary or {}).items()))
+        return _tableOf(tuple(vocabulary.items()))
     except TypeError:  # unhashable words: not a table the C scanner could use anyway
         return None
 

@@ -77,7 +77,9 @@ class Encoder:
     def vocabulary(self, vocabulary: Mapping[bytes, int] | None) -> None:
         self._vocabulary = vocabulary
         # Each symbol's whole token, ready to append: one dict lookup per string sent.
-        self._symbols = _symbolsOf(tuple((vocabulary or {}).items()))  # shared: read only
+        self._symbols = (
+            _NO_SYMBOLS if not vocabulary else _symbolsOf(tuple(vocabulary.items()))
+        )  # shared between encoders: read only
         self._tokens: dict[Any, bytes] | None = None  # and short strings sent lately (see encode)
 
     def encode(self, obj: object) -> bytes:
@@ -245,6 +247,9 @@ class Encoder:
             )
         return _token(magnitude, type_byte)
 
+
+
+_NO_SYMBOLS: dict[Any, bytes] = {}
 
 
 @lru_cache(maxsize=16)

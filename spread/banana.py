@@ -73,6 +73,7 @@ for _public in (BananaError, Decoder, Encoder):
 del _public
 
 _log = Logger()
+_IDLE_DECODER = Decoder()  # what a closed connection holds instead of its own
 
 
 def int2b128(integer: int, stream: Callable[[bytes], object]) -> None:
@@ -349,8 +350,8 @@ class Banana(protocol.Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Stop decoding and let go of any half-received message at once."""
         self._dropped = True
-        self._decoder = Decoder()
-        self._encoder = Encoder()
+        self._decoder = _IDLE_DECODER  # never fed: _dropped stops dataReceived first
+        self._encoder.vocabulary = self._encoder.vocabulary  # forgets its cache of strings
 
     def _dropPeer(self, why: str) -> None:
         """Log why, stop listening to this peer and close this connection only."""
