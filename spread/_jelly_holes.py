@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from spread._jelly_base import InsecureJelly
-from spread._quote import quote
+from spread._jelly_forms import KeyTable
 
 
 class Hole:
@@ -67,12 +66,13 @@ class Gate:
 
 
 class Entry:
-    """A dictionary entry waiting for its key or value to be built."""
+    """A dictionary entry waiting for its key or value to be built; then stored through the
+    dictionary's ``KeyTable``, which refuses keys chosen to collide."""
 
-    __slots__ = ("dictionary", "gate", "key", "missing", "value")
+    __slots__ = ("gate", "key", "missing", "table", "value")
 
-    def __init__(self, dictionary: dict[Any, Any], key: Any, value: Any, gate: Gate) -> None:
-        self.dictionary, self.key, self.value, self.gate = dictionary, key, value, gate
+    def __init__(self, table: KeyTable, key: Any, value: Any, gate: Gate) -> None:
+        self.table, self.key, self.value, self.gate = table, key, value, gate
         self.missing = 0
         gate.count += 1
         if type(key) is Hole:
@@ -93,13 +93,5 @@ class Entry:
     def _arrived(self) -> None:
         self.missing -= 1
         if not self.missing:
-            store(self.dictionary, self.key, self.value)
+            self.table.store(self.key, self.value)
             self.gate.arrive()
-
-
-def store(dictionary: dict[Any, Any], key: Any, value: Any) -> None:
-    """``dictionary[key] = value``, refusing an unhashable key as bad input."""
-    try:
-        dictionary[key] = value
-    except TypeError:
-        raise InsecureJelly(f"unhashable dictionary key {quote(key)}") from None

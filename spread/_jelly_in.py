@@ -20,6 +20,12 @@ gets the real object. Tuples and frozensets cannot exist before their items;
 a reference back to one from inside is a ``Hole`` (see ``_jelly_holes``)
 that is filled in once the tuple is built. A hole left unfilled (an undefined
 id, a tuple that contains itself) is an ``InsecureJelly``.
+
+Keys a peer chose: reference ids must be below ``MAX_REFERENCE_ID``, and sets,
+frozensets and dicts fill through a ``KeyTable`` that refuses more than
+``MAX_KEYS_PER_HASH`` distinct keys of one hash and charges tuple keys to the
+call's hashing budget (all in ``_jelly_forms``), so no key costs more than a
+bounded number of comparisons and hashing stays linear in the message.
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ it for one call; should the Python stack run out first anyway, that is an
 _USER_CODE_COST = 6  # our frames around unjellyFor and the user's own
 _INSTANCE_COST = 3
 _NESTED_COST = 4
+
+# Ints of smaller magnitude are their own hash: no two collide, none needs counting.
+_MODULUS = forms.HASH_MODULUS
+_MAX_REFERENCE_ID = forms.MAX_REFERENCE_ID
 
 # What may appear in an s-expression besides lists: banana's values, and str,
 # which Twisted's jelly writes in its (never sent) function and module forms.
@@ -93,11 +103,15 @@ class Unjellier:
         self._unfinished: dict[int, Gate] = {}
         self._postCallbacks: list[Callable[[], Any]] = []
         self._depth = 0
+        # What hashing tuple keys may cost (only charged once references are shared).
+        self._keys = forms.KeyGuard(self._refs)
 
     # -- the interface unjellyFor methods use ---------------------------------------------
 
     def unjelly(self, sexp: Any) -> Any:
         """The object ``sexp`` stands for."""
+        if self._keys.message is None:  # called without unjellyRoot: this is the message
+            self._keys.message = sexp
         value = self._any(sexp)
         if type(value) is Hole:
             raise InsecureJelly(
@@ -122,6 +136,7 @@ class Unjellier:
 
     def unjellyRoot(self, sexp: Any) -> Any:
         """Rebuild a whole expression, check every reference resolved, run ``postUnjelly``."""
+        self._keys.message = sexp
         try:
             value = self._any(sexp)
         except RecursionError:
@@ -242,6 +257,8 @@ class Unjellier:
         if len(sexp) != 3 or type(sexp[1]) is not int:
             raise forms.malformed(sexp, "[reference, id, form]")
         refid, body = sexp[1], sexp[2]
+        if not 0 <= refid < _MAX_REFERENCE_ID:
+            raise forms.badReferenceId(refid)
         if type(body) is list and body and type(body[0]) is bytes:
             if body[0] not in self._handlers:
                 self._resolve(body)
@@ -261,8 +278,10 @@ class Unjellier:
             raise forms.malformed(sexp, "[dereference, id]")
         refid = sexp[1]
         try:
-            value = self._refs[refid]
+            value = self._refs[refid]  # holds only ids in range
         except KeyError:
+            if not 0 <= refid < _MAX_REFERENCE_ID:
+                raise forms.badReferenceId(refid) from None
             hole = self._holes.get(refid)
             if hole is None:
                 hole = self._holes[refid] = Hole()
@@ -397,7 +416,11 @@ class Unjellier:
         handlers = self._handlers
         text = self._textForm
         atoms = _ATOMS
+        # A dict of no more than MAX_KEYS_PER_HASH keys cannot hold too many of one hash.
+        counted = len(sexp) > forms.MAX_KEYS_PER_HASH + 1
+        low, high = -_MODULUS, _MODULUS
         gate = None
+        table = None  # made for the first key that is not text: see _jelly_forms.KeyTable
         try:
             for pair in sexp[1:]:
                 if type(pair) is not list:
@@ -406,7 +429,9 @@ class Unjellier:
                     key, value = pair
                 except ValueError:
                     raise forms.malformed(sexp, "[dictionary, [key, value], ...]") from None
-                pending = False
+                # Text and ints that are their own hash go straight in; other keys may
+                # collide (KeyTable counts them) and holes must wait (Entry).
+                slow = False
                 if type(key) is list:
                     try:
                         handler = handlers[key[0]]
@@ -419,9 +444,13 @@ class Unjellier:
                             key = text(key)  # raises the right error
                     else:
                         key = handler(key)
-                        pending = type(key) is Hole
-                elif type(key) not in atoms:
-                    raise forms.badAtom(key, sexp)
+                        slow = True
+                elif type(key) is int:
+                    slow = counted and not low < key < high
+                elif type(key) is not bytes:
+                    if type(key) not in atoms:
+                        raise forms.badAtom(key, sexp)
+                    slow = True
                 if type(value) is list:
                     try:
                         handler = handlers[value[0]]
@@ -434,18 +463,21 @@ class Unjellier:
                             value = text(value)  # raises the right error
                     else:
                         value = handler(value)
-                        pending = pending or type(value) is Hole
+                        if type(value) is Hole:
+                            slow = True
                 elif type(value) not in atoms:
                     raise forms.badAtom(value, sexp)
-                if pending:
+                if not slow:
+                    result[key] = value
+                    continue
+                if table is None:
+                    table = forms.KeyTable(result, self._keys, "dictionary", len(sexp) - 1)
+                if type(key) is Hole or type(value) is Hole:
                     if gate is None:
                         gate = self._gate(result)
-                    Entry(result, key, value, gate)
-                    continue
-                try:
-                    result[key] = value
-                except TypeError:
-                    raise InsecureJelly(f"unhashable dictionary key {quote(key)}") from None
+                    Entry(table, key, value, gate)
+                else:
+                    table.store(key, value)
         finally:
             self._depth = depth - 1
         if gate is not None:
@@ -470,7 +502,7 @@ class Unjellier:
     def _frozenset(self, sexp: list[Any]) -> Any:
         items: list[Any] = []
         gate = self._readInto(items, sexp, None)
-        return self._built(items, gate, lambda members: forms.hashed(frozenset, members))
+        return self._built(items, gate, partial(forms.frozen, guard=self._keys))
 
     def _set(self, sexp: list[Any], refid: int | None = None) -> set[Any]:
         result: set[Any] = set()
@@ -479,11 +511,12 @@ class Unjellier:
         items: list[Any] = []
         gate = self._readInto(items, sexp, result)
         if gate is None:
-            forms.addMembers(result, items)
+            forms.addMembers(result, items, self._keys)
         else:
+            table = forms.KeyTable(result, self._keys, "set", len(items))
             pending = set(gate.slots)
-            forms.addMembers(result, [m for i, m in enumerate(items) if i not in pending])
-            gate.listeners.append(lambda: forms.addMembers(result, items))
+            table.add([m for i, m in enumerate(items) if i not in pending])
+            gate.listeners.append(lambda: table.add([items[i] for i in sorted(pending)]))
             gate.arrive()
         return result
 

@@ -20,7 +20,8 @@
  *       tuple, dictionary, set, frozenset and atoms), or NotImplemented for anything else, in
  *       which case the Python unjellier starts over and decides. allowed(tag) says whether a
  *       tag means its built-in form for this call (taster, registries, invoker); it is asked
- *       once per tag.
+ *       once per tag. Sets, frozensets and dicts with more than MAX_KEYS_PER_HASH distinct
+ *       keys of one hash are handed over too, for Python to refuse.
  *
  * Nothing here keeps state between calls.
  */
@@ -684,6 +685,17 @@ done:
 /* ------------------------------------------------------------------------------------------ */
 /* unjelly of the basic forms                                                                   */
 
+/* As _jelly_forms.MAX_KEYS_PER_HASH, whose docstring explains it: a set, frozenset or dict
+ * with more distinct keys of one hash than this is a hash-collision attack, which Python
+ * refuses. Only keys whose hash a peer can choose are counted. */
+#define MAX_KEYS_PER_HASH 64
+
+#if defined(PyHASH_MODULUS)
+#define HASH_MODULUS ((long long)PyHASH_MODULUS)
+#else
+#define HASH_MODULUS ((long long)_PyHASH_MODULUS)
+#endif
+
 enum { TAG_UNICODE, TAG_NONE, TAG_BOOLEAN, TAG_LIST, TAG_TUPLE, TAG_DICTIONARY, TAG_SET,
        TAG_FROZENSET, TAG_COUNT, TAG_OTHER = -1 };
 
@@ -803,6 +815,113 @@ unjelly_items(Unjellier *u, PyObject *sexp)
     return result;
 }
 
+/* Whether no peer can choose key's hash, so it is not counted (as KeyTable decides): str and
+ * bytes hash with a per-process secret, and ints of magnitude below the modulus are their
+ * own hash. */
+static int
+hash_unchosen(PyObject *key)
+{
+    if (PyUnicode_CheckExact(key) || PyBytes_CheckExact(key))
+        return 1;
+    if (!PyLong_CheckExact(key))
+        return 0;
+    /* One digit (15 or 30 bits) is below any modulus: the common case, without a call. */
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)key))
+        return 1;
+#else
+    if (Py_SIZE(key) >= -1 && Py_SIZE(key) <= 1)
+        return 1;
+#endif
+    int overflow = 0;
+    long long value = PyLong_AsLongLongAndOverflow(key, &overflow);
+    return !overflow && value > -HASH_MODULUS && value < HASH_MODULUS;
+}
+
+/* table[key] = value for a dict; table.add(key) for a set or brand new frozenset (value NULL). */
+static int
+table_put(PyObject *table, PyObject *key, PyObject *value)
+{
+    return value != NULL ? PyDict_SetItem(table, key, value) : PySet_Add(table, key);
+}
+
+static Py_ssize_t
+table_size(PyObject *table, PyObject *value)
+{
+    return value != NULL ? PyDict_GET_SIZE(table) : PySet_GET_SIZE(table);
+}
+
+/* How many distinct chosen keys a container holds in each bucket of their hashes: at least as
+ * many as KeyTable counts for any one hash in that bucket, so C hands over to Python whenever
+ * Python would refuse (and, where unrelated hashes share a bucket, almost never otherwise:
+ * there are twice as many buckets as keys). A peer who aims its keys at one bucket gains
+ * nothing: Python takes over, as it does for any message with a reference in it. */
+typedef struct {
+    unsigned char *buckets; /* made when first needed; each at most MAX_KEYS_PER_HASH */
+    Py_ssize_t keys;        /* how many keys the container is given */
+    size_t mask;
+} KeyCounts;
+
+static unsigned char *
+bucket_of(KeyCounts *counts, Py_hash_t hash)
+{
+    if (counts->buckets == NULL) {
+        size_t size = 64;
+        while (size < 2 * (size_t)counts->keys)
+            size *= 2;
+        counts->buckets = PyMem_Calloc(size, 1);
+        if (counts->buckets == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        counts->mask = size - 1;
+    }
+    uint64_t mixed = (uint64_t)hash; /* MurmurHash3's finalizer: every bit moves the bucket */
+    mixed ^= mixed >> 33;
+    mixed *= 0xff51afd7ed558ccdULL;
+    mixed ^= mixed >> 33;
+    mixed *= 0xc4ceb9fe1a85ec53ULL;
+    mixed ^= mixed >> 33;
+    return &counts->buckets[mixed & counts->mask];
+}
+
+/* table_put, refusing keys as KeyTable does: unless counts is NULL (a table of at most
+ * MAX_KEYS_PER_HASH keys), the distinct keys of chosen hashes are counted per bucket.
+ * 0: done; 1: hand over to Python (an unhashable key, or a bucket full of keys: Python
+ * refuses them, or decides they are fine); -1: a Python error is set. */
+static int
+insert_key(PyObject *table, KeyCounts *counts, PyObject *key, PyObject *value)
+{
+    Py_hash_t hash = -1;
+    if (counts == NULL || hash_unchosen(key)) {
+        if (table_put(table, key, value) == 0)
+            return 0;
+    }
+    else {
+        hash = PyObject_Hash(key);
+    }
+    if (hash == -1) { /* the insert or the hash failed */
+        if (!PyErr_ExceptionMatches(PyExc_TypeError))
+            return -1;
+        PyErr_Clear(); /* an unhashable key */
+        return 1;
+    }
+    unsigned char *bucket = bucket_of(counts, hash);
+    if (bucket == NULL)
+        return -1;
+    if (*bucket >= MAX_KEYS_PER_HASH) {
+        int present = value != NULL ? PyDict_Contains(table, key) : PySet_Contains(table, key);
+        if (present <= 0)
+            return present < 0 ? -1 : 1;
+    }
+    Py_ssize_t before = table_size(table, value);
+    if (table_put(table, key, value) < 0)
+        return -1;
+    if (table_size(table, value) > before)
+        (*bucket)++;
+    return 0;
+}
+
 static PyObject *
 unjelly_dictionary(Unjellier *u, PyObject *sexp)
 {
@@ -810,6 +929,8 @@ unjelly_dictionary(Unjellier *u, PyObject *sexp)
     if (result == NULL)
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(sexp);
+    KeyCounts counts = {NULL, n - 1, 0};
+    KeyCounts *counting = n - 1 > MAX_KEYS_PER_HASH ? &counts : NULL;
     for (Py_ssize_t i = 1; i < n; i++) {
         PyObject *pair = PyList_GET_ITEM(sexp, i);
         if (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2)
@@ -817,29 +938,30 @@ unjelly_dictionary(Unjellier *u, PyObject *sexp)
         PyObject *key = unjelly_any(u, PyList_GET_ITEM(pair, 0));
         if (key == NULL || key == NOT_BASIC) {
             Py_DECREF(result);
+            PyMem_Free(counts.buckets);
             return key;
         }
         PyObject *value = unjelly_any(u, PyList_GET_ITEM(pair, 1));
         if (value == NULL || value == NOT_BASIC) {
             Py_DECREF(key);
             Py_DECREF(result);
+            PyMem_Free(counts.buckets);
             return value;
         }
-        int failed = PyDict_SetItem(result, key, value);
+        int done = insert_key(result, counting, key, value);
         Py_DECREF(key);
         Py_DECREF(value);
-        if (failed < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
-                Py_DECREF(result);
-                return NULL;
-            }
-            PyErr_Clear(); /* an unhashable key: Python explains */
-            goto not_basic;
+        if (done != 0) {
+            Py_DECREF(result);
+            PyMem_Free(counts.buckets);
+            return done < 0 ? NULL : NOT_BASIC;
         }
     }
+    PyMem_Free(counts.buckets);
     return result;
 not_basic:
     Py_DECREF(result);
+    PyMem_Free(counts.buckets);
     return NOT_BASIC;
 }
 
@@ -849,11 +971,32 @@ unjelly_members(Unjellier *u, PyObject *sexp, int frozen)
     PyObject *items = unjelly_items(u, sexp);
     if (items == NULL || items == NOT_BASIC)
         return items;
-    PyObject *result = frozen ? PyFrozenSet_New(items) : PySet_New(items);
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    KeyCounts counts = {NULL, n, 0};
+    PyObject *result;
+    int done;
+    Py_ssize_t unchosen = 0; /* str, bytes and small ints are never counted */
+    if (n > MAX_KEYS_PER_HASH)
+        while (unchosen < n && hash_unchosen(PyList_GET_ITEM(items, unchosen)))
+            unchosen++;
+    if (n <= MAX_KEYS_PER_HASH || unchosen == n) { /* nothing to count */
+        result = frozen ? PyFrozenSet_New(items) : PySet_New(items);
+        done = result != NULL ? 0 : PyErr_ExceptionMatches(PyExc_TypeError) ? 1 : -1;
+        if (done > 0)
+            PyErr_Clear(); /* an unhashable member */
+    }
+    else {
+        /* A brand new frozenset, filled by PySet_Add before anyone else sees it. */
+        result = frozen ? PyFrozenSet_New(NULL) : PySet_New(NULL);
+        done = result == NULL ? -1 : 0;
+        for (Py_ssize_t i = 0; done == 0 && i < n; i++)
+            done = insert_key(result, &counts, PyList_GET_ITEM(items, i), NULL);
+    }
     Py_DECREF(items);
-    if (result == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
-        PyErr_Clear(); /* an unhashable member: Python explains */
-        return NOT_BASIC;
+    PyMem_Free(counts.buckets);
+    if (done != 0) {
+        Py_XDECREF(result);
+        return done < 0 ? NULL : NOT_BASIC;
     }
     return result;
 }

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import math
 import os
+import sys
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from twisted.spread import banana as twisted_banana
 
 import spread._banana_codec as codec
 import spread.jelly as jelly_module
+from spread._jelly_forms import MAX_KEYS_PER_HASH
 from spread._native import speedups
 from spread.banana import (
     PB_VOCABULARY,
@@ -401,9 +403,12 @@ def test_decoder_with_a_vocabulary_it_cannot_index_uses_python() -> None:
 
 # -- unjelly ------------------------------------------------------------------------------------
 
+MODULUS = sys.hash_info.modulus  # ints of smaller magnitude are their own hash
+
 hashables = st.one_of(
     st.integers(), st.floats(allow_nan=False), st.text(max_size=6), st.binary(max_size=6),
     st.booleans(), st.none(),
+    st.sampled_from([MODULUS, -MODULUS, MODULUS - 1, 2 * MODULUS, -1, -2, 2.0**61, 2.0**-61]),
 )
 objects = st.recursive(
     hashables,
@@ -455,6 +460,68 @@ def test_unjelly_matches_python_on_any_sexp(sexp: Any, taster_kind: str | None, 
     fast = outcome(lambda: unjelly(sexp, taster, maxDepth=depth))
     with pure_python():
         assert outcome(lambda: unjelly(sexp, taster, maxDepth=depth)) == fast
+
+
+def hash_one(n: int) -> float | int:
+    """The n-th of the numbers of hash 1: the 34 floats 2.0 ** (61 * k), then ints."""
+    return 2.0 ** (61 * (n - 17)) if n < 34 else 1 + (n - 33) * MODULUS
+
+
+# Families of keys that share one hash, the n-th key of each distinct from the others.
+COLLIDING_FAMILIES = {
+    "multiples of the modulus": lambda n: (n + 1) * MODULUS,
+    "floats and ints": hash_one,
+    "tuples": lambda n: [b"tuple", (n + 1) * MODULUS, [b"unicode", b"x"]],
+    "frozensets": lambda n: [b"frozenset", (n + 1) * MODULUS],
+    "decimals": lambda n: [b"decimal", (n + 1) * MODULUS, 0],
+    # -1 and -2 share a hash: so do the tuples made of them.
+    "tuples of -1 and -2": lambda n: [b"tuple", *[-1 - (n >> bit & 1) for bit in range(8)]],
+}
+other_keys = st.sampled_from(
+    [0, 1, -1, -2, MODULUS - 1, 1.0, b"x", [b"unicode", b"x"], [b"None"], [b"boolean", b"true"],
+     [b"list"], [b"dictionary"]]
+)  # fmt: skip
+
+
+@st.composite
+def colliding_containers(draw: st.DrawFn) -> list[Any]:
+    """A set, frozenset or dict with about MAX_KEYS_PER_HASH distinct keys of one hash, some
+    repeated, among other keys (and, rarely, an unhashable one)."""
+    family = COLLIDING_FAMILIES[draw(st.sampled_from(sorted(COLLIDING_FAMILIES)))]
+    distinct = draw(st.integers(MAX_KEYS_PER_HASH - 3, MAX_KEYS_PER_HASH + 3))
+    keys = [family(n) for n in range(distinct)]
+    keys += draw(st.lists(st.sampled_from(keys), max_size=5))  # equal keys: no collision
+    keys += draw(st.lists(other_keys, max_size=5))
+    keys = draw(st.permutations(keys))
+    form = draw(st.sampled_from([b"set", b"frozenset", b"dictionary"]))
+    container = [form, *keys] if form != b"dictionary" else [form, *[[k, 0] for k in keys]]
+    return draw(st.sampled_from([container, [b"list", 1, container], [b"tuple", container]]))
+
+
+@needs_c
+@given(colliding_containers())
+def test_unjelly_hands_colliding_keys_to_python(sexp: list[Any]) -> None:
+    assert speedups is not None
+    fast = speedups.unjelly(sexp, jelly_module._builtinForms(None, None), 500)
+    with pure_python():
+        python = outcome(lambda: unjelly(sexp))
+    if fast is not NotImplemented:  # C decided: Python must agree
+        assert python == ("ok", typed_repr(fast))
+    assert outcome(lambda: unjelly(sexp)) == python
+
+
+@needs_c
+@pytest.mark.parametrize("form", [b"set", b"frozenset", b"dictionary"])
+def test_unjelly_in_c_counts_distinct_keys_of_one_hash(form: bytes) -> None:
+    def container(keys: list[Any]) -> list[Any]:
+        return [form, *keys] if form != b"dictionary" else [form, *[[k, 0] for k in keys]]
+
+    assert speedups is not None
+    allowed = jelly_module._builtinForms(None, None)
+    bound = [(n + 1) * MODULUS for n in range(MAX_KEYS_PER_HASH)]
+    # Repeats and 0 (its own hash) are not counted; one more multiple of the modulus is.
+    assert len(speedups.unjelly(container([*bound * 3, 0]), allowed, 500)) == len(bound) + 1
+    assert speedups.unjelly(container([*bound, -MODULUS]), allowed, 500) is NotImplemented
 
 
 def test_unjelly_asks_the_taster_about_containers() -> None:
