@@ -37,6 +37,7 @@ from spread._broker import (
 )
 from spread._calls import CallSender
 from spread._failures import CopiedFailure
+from spread._jelly_forms import MAX_REFERENCE_ID
 from spread._quote import quote
 from spread._remote import RemoteReference
 from spread.flavors import RemoteCacheObserver
@@ -421,6 +422,8 @@ class ObjectTables:
         if entry is not None and entry.ref is not None and entry.ref() is instance:
             entry.state = instance.__dict__
             return
+        if type(cid) is not int or not 0 <= cid < MAX_REFERENCE_ID:
+            raise InsecureJelly(f"cache id {quote(cid)} is not an int in range")
         if entry is None and len(entries) >= self._maxImportedCaches:
             raise InsecureJelly(
                 f"the peer sent a replica of one more of its objects, but we already hold "
@@ -440,6 +443,8 @@ class ObjectTables:
     def _unjellyRemote(self, unjellier: Any, jellyList: list[Any]) -> RemoteReference:
         if len(jellyList) != 2 or type(jellyList[1]) is not int:
             raise InsecureJelly(f"malformed remote reference {quote(jellyList)}")
+        if not 0 <= jellyList[1] < MAX_REFERENCE_ID:  # beyond it, ids could share a hash
+            raise InsecureJelly(f"remote reference id {quote(jellyList[1])} is out of range")
         luid: int = jellyList[1]
         perspective = self.unserializingPerspective
 

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from spread import flavors
 from spread._errors import DeadReferenceError, PBConnectionLost
 from spread._session import PBSession, SessionState
+from spread.jelly import InsecureJelly
 from spread.banana import decode, encode
 
 LOST = Failure(ConnectionError("test closed it"))
@@ -200,3 +201,11 @@ def test_without_a_scheduler_releases_wait_for_flush() -> None:
     assert pair.to_server == []
     pair.client.flushReleases()
     assert pair.to_server == [[b"decref", 1]]
+
+
+@pytest.mark.parametrize("luid", [-1, 2**61 - 1, (2**61 - 1) * 3])
+def test_remote_reference_ids_that_could_collide_are_refused(luid: int) -> None:
+    session = PBSession(send=lambda sexp: None)
+    with pytest.raises(InsecureJelly, match="out of range"):
+        session.unserialize([b"tuple", [b"remote", luid]])
+    assert session._imports.entries == {}
