@@ -26,12 +26,14 @@ class FlowControl:
     def __init__(
         self, transport: Any, limits: Limits, clock: Any,
         drained: Callable[[], None], stuck: Callable[[str], None],
+        watch: Callable[[bool], None] = lambda on: None,
     ) -> None:
         self.reader = _reader(transport)
         self.limits = limits
         self.clock = clock
         self.drained = drained
         self.stuck = stuck
+        self.watch = watch  # told True while paused: count what is written (see wrote)
         self.attached = False
         self.paused = False
         self.bufferedWhilePaused = 0
@@ -61,6 +63,7 @@ class FlowControl:
         self.reader.unregisterProducer()
         if self.paused:
             self.paused = False
+            self.watch(False)
             self.reader.resumeProducing()
             self.drained()
 
@@ -69,12 +72,14 @@ class FlowControl:
         self.detach()
         self.drained = _nothing
         self.stuck = _nothing
+        self.watch = _nothing
         self.clock = None
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: stop reading and start the write timeout."""
         self.paused = True
         self.bufferedWhilePaused = 0
+        self.watch(True)
         self.reader.pauseProducing()
         if self._timer is None and self.clock is not None:
             self._timer = self.clock.callLater(self.limits.writeTimeout, self._timedOut)
@@ -85,9 +90,11 @@ class FlowControl:
         if getattr(self.reader, "disconnecting", False):
             # Closing: the socket finishes its close only once no producer is registered.
             self.paused = False
+            self.watch(False)
             self.detach()
             return
         self.paused = False
+        self.watch(False)
         self.drained()
         if not self.paused:
             self.reader.resumeProducing()

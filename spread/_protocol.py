@@ -98,7 +98,8 @@ class Broker(PBSession, PagingMixin, Banana):
         # Watch our outgoing buffer from now on, not before: bytes have crossed both ways, so
         # a TLS handshake (which holds writes back while it reads) is over.
         self._flow = FlowControl(
-            self.transport, self.limits, self._clock(), self._drainBacklog, self._abandon
+            self.transport, self.limits, self._clock(), self._drainBacklog, self._abandon,
+            self._watchOutput,
         )
         if not self.pageProducers:
             self._flow.attach()
@@ -130,11 +131,24 @@ class Broker(PBSession, PagingMixin, Banana):
     # -- backpressure (see spread._flow) -------------------------------------------------
 
     def _deliver(self, expressions: list[Any]) -> None:
-        """Dispatch what one read decoded, but none of it while the peer is not reading."""
+        """Dispatch what one read decoded, but none of it while the peer is not reading;
+        then watch for a message left half received."""
         if self._backlog:
             self._backlog.extend(expressions)
             self._drainBacklog()
-            return
+        elif len(expressions) == 1 and not self._flow.paused:
+            self.expressionReceived(expressions[0])  # the common case: nothing to batch
+        elif expressions:
+            self._dispatchBatch(expressions)
+        if self._decoder.pending:
+            if self._messageTimer is None and not self._dropped:
+                self._messageTimer = self._clock().callLater(
+                    self.limits.messageTimeout, self._messageTimedOut
+                )
+        elif self._messageTimer is not None:
+            self._cancel("_messageTimer")
+
+    def _dispatchBatch(self, expressions: list[Any]) -> None:
         flow = self._flow
         batch = self._beginBatch()
         try:
@@ -162,9 +176,11 @@ class Broker(PBSession, PagingMixin, Banana):
             if batch:
                 self._endBatch()
 
+    def _watchOutput(self, on: bool) -> None:
+        self._watchWrites = on
+
     def _written(self, size: int) -> None:
-        if self._flow.paused:
-            self._flow.wrote(size)
+        self._flow.wrote(size)
 
     def _abandon(self, why: str) -> None:
         """Drop a peer that stopped reading, without waiting to flush what it will not read."""
@@ -178,17 +194,6 @@ class Broker(PBSession, PagingMixin, Banana):
         (abort or transport.loseConnection)()
 
     # -- time limits ----------------------------------------------------------------------
-
-    def dataReceived(self, data: bytes) -> None:
-        """Decode and dispatch; a message may stay half received only so long."""
-        Banana.dataReceived(self, data)
-        if self._decoder.pending:
-            if self._messageTimer is None and not self._dropped:
-                self._messageTimer = self._clock().callLater(
-                    self.limits.messageTimeout, self._messageTimedOut
-                )
-        elif self._messageTimer is not None:
-            self._cancel("_messageTimer")
 
     def _messageTimedOut(self) -> None:
         self._messageTimer = None

@@ -195,14 +195,6 @@ class ObjectTables:
         finally:
             self._registrationLog = outer
 
-    def runLogged(self, log: Registrations, call: Callable[..., Any], *args: Any) -> Any:
-        """``call(*args)``, logging into ``log`` what it serializes (a remote method's result)."""
-        outer, self._registrationLog = self._registrationLog, log
-        try:
-            return call(*args)
-        finally:
-            self._registrationLog = outer
-
     def _jellyTracked(self, object: Any, perspective: Any, method: Any, args: Any, kw: Any) -> Any:
         saved = (self.serializingPerspective, self.jellyMethod, self.jellyArgs, self.jellyKw)
         self.serializingPerspective = perspective

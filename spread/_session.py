@@ -296,9 +296,11 @@ class PBSession(ObjectTables):
             target = find(objectID)
             if target is None:
                 raise Error(f"Invalid Object ID {quote(objectID)}")
-            netResult = self.runLogged(
-                exported, target.remoteMessageReceived, self, message, netArgs, netKw
-            )
+            outer, self._registrationLog = self._registrationLog, exported
+            try:
+                netResult = target.remoteMessageReceived(self, message, netArgs, netKw)
+            finally:
+                self._registrationLog = outer
         except Exception:
             self.rollback(exported)
             fail = currentFailure()
@@ -420,37 +422,40 @@ class PBSession(ObjectTables):
         ``prefix`` is ``b""`` for a referenced object, ``b"cache"`` for a replica.
         ``quiet`` failures are not logged if nobody looks at them.
         """
-        if self.disconnected:
+        if self.state is SessionState.CLOSED:
             error = DeadReferenceError(_STALE)
             return quietFailure(error) if quiet else defer.fail(error)
-        unanswered = len(self._quietRequests)
-        if quiet and unanswered >= self.limits.maxPendingCalls:
+        if quiet and len(self._quietRequests) >= self.limits.maxPendingCalls:
             # A replica's peer that leaves this many updates unanswered is not keeping up:
             # drop it rather than queue updates for it without end.
-            _log.warn("dropping a peer that leaves {n} cache updates unanswered", n=unanswered)
+            _log.warn(
+                "dropping a peer that leaves {n} cache updates unanswered",
+                n=len(self._quietRequests),
+            )
             self._dropConnection()
             return quietFailure(DeadReferenceError("the peer stopped answering cache updates"))
         answerRequired = 1
-        if "pbanswer" in kw:
-            kw = dict(kw)
-            answerRequired = int(bool(kw.pop("pbanswer")))
         netKw: Any = _EMPTY_KW
         kw_log: Registrations = []
-        try:
-            if kw:
-                netKw, kw_log = self.serializeLogged(kw, perspective, message)
-        except Exception:
-            return defer.fail()
-        try:
-            # The hot path: a tuple of plain values needs no jelly machinery.
-            netArgs = jellyFlatTuple(args) if self._fastJelly else None
-            args_log: Registrations = []
-            if netArgs is None:
+        if kw:
+            if "pbanswer" in kw:
+                kw = dict(kw)
+                answerRequired = int(bool(kw.pop("pbanswer")))
+            try:
+                if kw:
+                    netKw, kw_log = self.serializeLogged(kw, perspective, message)
+            except Exception:
+                return defer.fail()
+        # The hot path: a tuple of plain values needs no jelly machinery.
+        netArgs = jellyFlatTuple(args) if self._fastJelly else None
+        args_log: Registrations = []
+        if netArgs is None:
+            try:
                 netArgs, args_log = self.serializeLogged(args, perspective, message)
-        except Exception:
-            self.rollback(kw_log)
-            return defer.fail()
-        requestID = self.newRequestID()
+            except Exception:
+                self.rollback(kw_log)
+                return defer.fail()
+        self.currentRequestID = requestID = self.currentRequestID + 1
         kind = b"message" if not prefix else prefix + b"message"
         try:
             self.sendEncoded([kind, requestID, objectID, message, answerRequired, netArgs, netKw])

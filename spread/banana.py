@@ -171,6 +171,7 @@ class Banana(protocol.Protocol):
         self._dropped = False
         self._direct = False  # whether sendEncoded writes through (see makeConnection)
         self._outbox: list[bytes] | None = None  # while a batch is collected (_beginBatch)
+        self._watchWrites = False  # whether sendEncoded reports sizes to _written
         self._outboxSize = 0
         self._syncedLimits: Limits | None = None  # what the codec was last given
         self._syncedPrefix = -1
@@ -198,10 +199,15 @@ class Banana(protocol.Protocol):
         if self.limits is not self._syncedLimits or self.prefixLimit != self._syncedPrefix:
             self._syncLimits()
         data = self._encoder.encode(obj)
-        self._written(len(data))
+        if self._watchWrites:
+            self._written(len(data))
         outbox = self._outbox
         if outbox is None:
-            self._write(data)
+            if self._direct:
+                writeThrough(self.transport, data)
+            else:
+                transport: Any = self.transport
+                transport.write(data)
             return
         outbox.append(data)
         self._outboxSize += len(data)
@@ -314,7 +320,8 @@ class Banana(protocol.Protocol):
                 self._endBatch()
 
     def _written(self, size: int) -> None:
-        """Hook: ``size`` bytes were just encoded for the peer (the broker counts them)."""
+        """Hook: ``size`` bytes were just encoded for the peer, while ``_watchWrites`` is set
+        (the broker counts them while the peer is not reading)."""
 
     # -- dialect negotiation --------------------------------------------------------------
 
