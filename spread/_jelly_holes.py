@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from spread._jelly_forms import KeyTable
+from spread._jelly_keys import KeyTable
 
 
 class Hole:

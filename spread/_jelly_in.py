@@ -24,7 +24,7 @@ id, a tuple that contains itself) is an ``InsecureJelly``.
 Keys a peer chose: reference ids must be below ``MAX_REFERENCE_ID``, and sets,
 frozensets and dicts fill through a ``KeyTable`` that refuses more than
 ``MAX_KEYS_PER_HASH`` distinct keys of one hash and charges tuple keys to the
-call's hashing budget (all in ``_jelly_forms``), so no key costs more than a
+call's hashing budget (all in ``_jelly_keys``), so no key costs more than a
 bounded number of comparisons and hashing stays linear in the message.
 """
 
@@ -35,9 +35,9 @@ from functools import partial
 from typing import Any
 
 from spread import _jelly_forms as forms
+from spread import _jelly_keys as keys
 from spread._jelly_base import (
     InsecureJelly,
-    Unpersistable,
     unjellyableFactoryRegistry,
     unjellyableRegistry,
 )
@@ -62,8 +62,8 @@ _INSTANCE_COST = 3
 _NESTED_COST = 4
 
 # Ints of smaller magnitude are their own hash: no two collide, none needs counting.
-_MODULUS = forms.HASH_MODULUS
-_MAX_REFERENCE_ID = forms.MAX_REFERENCE_ID
+_MODULUS = keys.HASH_MODULUS
+_MAX_REFERENCE_ID = keys.MAX_REFERENCE_ID
 
 # What may appear in an s-expression besides lists: banana's values, and str,
 # which Twisted's jelly writes in its (never sent) function and module forms.
@@ -104,7 +104,7 @@ class Unjellier:
         self._postCallbacks: list[Callable[[], Any]] = []
         self._depth = 0
         # What hashing tuple keys may cost (only charged once references are shared).
-        self._keys = forms.KeyGuard(self._refs)
+        self._keys = keys.KeyGuard(self._refs)
 
     # -- the interface unjellyFor methods use ---------------------------------------------
 
@@ -185,6 +185,9 @@ class Unjellier:
         finally:
             self._depth = depth - cost
 
+    def _nested(self, call: Callable[..., Any], *args: Any) -> Any:
+        return self._deeper(_NESTED_COST, call, *args)
+
     def _tooDeep(self) -> InsecureJelly:
         return InsecureJelly(
             f"the expression nests deeper than {self.maxDepth} levels (maxDepth)"
@@ -258,7 +261,7 @@ class Unjellier:
             raise forms.malformed(sexp, "[reference, id, form]")
         refid, body = sexp[1], sexp[2]
         if not 0 <= refid < _MAX_REFERENCE_ID:
-            raise forms.badReferenceId(refid)
+            raise keys.badReferenceId(refid)
         if type(body) is list and body and type(body[0]) is bytes:
             if body[0] not in self._handlers:
                 self._resolve(body)
@@ -281,7 +284,7 @@ class Unjellier:
             value = self._refs[refid]  # holds only ids in range
         except KeyError:
             if not 0 <= refid < _MAX_REFERENCE_ID:
-                raise forms.badReferenceId(refid) from None
+                raise keys.badReferenceId(refid) from None
             hole = self._holes.get(refid)
             if hole is None:
                 hole = self._holes[refid] = Hole()
@@ -417,10 +420,10 @@ class Unjellier:
         text = self._textForm
         atoms = _ATOMS
         # A dict of no more than MAX_KEYS_PER_HASH keys cannot hold too many of one hash.
-        counted = len(sexp) > forms.MAX_KEYS_PER_HASH + 1
+        counted = len(sexp) > keys.MAX_KEYS_PER_HASH + 1
         low, high = -_MODULUS, _MODULUS
         gate = None
-        table = None  # made for the first key that is not text: see _jelly_forms.KeyTable
+        table = None  # made for the first key that is not text: see _jelly_keys.KeyTable
         try:
             for pair in sexp[1:]:
                 if type(pair) is not list:
@@ -471,7 +474,7 @@ class Unjellier:
                     result[key] = value
                     continue
                 if table is None:
-                    table = forms.KeyTable(result, self._keys, "dictionary", len(sexp) - 1)
+                    table = keys.KeyTable(result, self._keys, "dictionary", len(sexp) - 1)
                 if type(key) is Hole or type(value) is Hole:
                     if gate is None:
                         gate = self._gate(result)
@@ -502,7 +505,7 @@ class Unjellier:
     def _frozenset(self, sexp: list[Any]) -> Any:
         items: list[Any] = []
         gate = self._readInto(items, sexp, None)
-        return self._built(items, gate, partial(forms.frozen, guard=self._keys))
+        return self._built(items, gate, partial(keys.frozen, guard=self._keys))
 
     def _set(self, sexp: list[Any], refid: int | None = None) -> set[Any]:
         result: set[Any] = set()
@@ -511,9 +514,9 @@ class Unjellier:
         items: list[Any] = []
         gate = self._readInto(items, sexp, result)
         if gate is None:
-            forms.addMembers(result, items, self._keys)
+            keys.addMembers(result, items, self._keys)
         else:
-            table = forms.KeyTable(result, self._keys, "set", len(items))
+            table = keys.KeyTable(result, self._keys, "set", len(items))
             pending = set(gate.slots)
             table.add([m for i, m in enumerate(items) if i not in pending])
             gate.listeners.append(lambda: table.add([items[i] for i in sorted(pending)]))
@@ -568,34 +571,6 @@ class Unjellier:
         state.waiters.append(lambda known: hole.fill(self._maybePostUnjelly(factory(known))))
         return hole
 
-    def _oldInstance(self, sexp: list[Any]) -> Any:
-        """``[instance, [class, name], state]``, the form Twisted stopped writing in 2015."""
-        if len(sexp) != 3:
-            raise forms.malformed(sexp, "[instance, class, state]")
-        cls = self._deeper(_NESTED_COST, self._any, sexp[1])
-        if not isinstance(cls, type):
-            raise InsecureJelly(f"expected a class form in {quote(sexp)}")
-        return self._deeper(_NESTED_COST, self._instance, cls, [b"instance", sexp[2]])
-
-    def _method(self, sexp: list[Any]) -> Any:
-        if len(sexp) != 4:
-            raise forms.malformed(sexp, "[method, name, self, class]")
-        owner = self._deeper(_NESTED_COST, self._any, sexp[2])
-        cls = self._deeper(_NESTED_COST, self._any, sexp[3])
-        if type(owner) is Hole:
-            raise InsecureJelly("a method of an object still being built cannot be unjellied")
-        return forms.boundMethod(sexp[1], owner, cls)
-
-    # -- simple forms -------------------------------------------------------------------------
-
-    def _persistent(self, sexp: list[Any]) -> Any:
-        if len(sexp) != 2:
-            raise forms.malformed(sexp, "[persistent, id]")
-        if self.persistentLoad:
-            return self.persistentLoad(sexp[1], self)
-        return Unpersistable("Persistent callback not found")
-
-
 # Forms that need no unjellier: used as handlers as they are.
 _LEAVES: dict[bytes, Handler] = {
     b"None": forms.noneForm,
@@ -617,9 +592,9 @@ _BUILTINS: dict[bytes, Callable[..., Any]] = {
     b"frozenset": Unjellier._frozenset,
     b"reference": Unjellier._reference,
     b"dereference": Unjellier._dereference,
-    b"persistent": Unjellier._persistent,
-    b"instance": Unjellier._oldInstance,
-    b"method": Unjellier._method,
+    b"persistent": forms.persistentForm,
+    b"instance": forms.oldInstanceForm,
+    b"method": forms.methodForm,
     b"module": lambda self, sexp: forms.module(self.taster, sexp),
     b"class": lambda self, sexp: forms.classForm(self.taster, sexp),
     b"function": lambda self, sexp: forms.function(self.taster, sexp),

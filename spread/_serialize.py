@@ -37,7 +37,7 @@ from spread._broker import (
 )
 from spread._calls import CallSender
 from spread._failures import CopiedFailure
-from spread._jelly_forms import MAX_REFERENCE_ID
+from spread._jelly_keys import MAX_REFERENCE_ID
 from spread._quote import quote
 from spread._remote import RemoteReference
 from spread.flavors import RemoteCacheObserver

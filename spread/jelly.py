@@ -22,7 +22,7 @@ taster does not allow raises ``InsecureJelly``: wrong shapes, non-wire objects
 inside the lists, unparseable dates, bad UTF-8, undefined, duplicate or
 out-of-range reference ids, nesting deeper than ``MAX_DEPTH``, sets and dicts
 whose keys were chosen to share a hash, shared tuples reused as keys until they
-cost far more to hash than to send (see ``_jelly_forms``: keys cost time linear
+cost far more to hash than to send (see ``_jelly_keys``: keys cost time linear
 in the message, whoever chose them). Any other exception from
 ``unjelly`` is a bug in spread, or comes from user code it called
 (``unjellyFor``, ``__setstate__``, factories, ``persistentLoad``), which it

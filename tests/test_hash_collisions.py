@@ -19,7 +19,7 @@ import pytest
 
 import spread.jelly as jelly_module
 from spread import banana
-from spread._jelly_forms import (
+from spread._jelly_keys import (
     HASH_WORK_ALLOWANCE,
     MAX_KEYS_PER_HASH,
     MAX_REFERENCE_ID,
