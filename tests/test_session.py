@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 from spread import flavors
 from spread._errors import DeadReferenceError, PBConnectionLost
 from spread._session import PBSession, SessionState
-from spread.jelly import InsecureJelly
 from spread.banana import decode, encode
+from spread.jelly import InsecureJelly
 
 LOST = Failure(ConnectionError("test closed it"))
 

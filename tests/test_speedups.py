@@ -25,7 +25,7 @@ from twisted.spread import banana as twisted_banana
 
 import spread._banana_codec as codec
 import spread.jelly as jelly_module
-from spread._jelly_forms import MAX_KEYS_PER_HASH
+from spread._jelly_keys import MAX_KEYS_PER_HASH
 from spread._native import speedups
 from spread.banana import (
     PB_VOCABULARY,
