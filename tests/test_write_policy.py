@@ -34,34 +34,31 @@ class CountingTransport(StringTransport):
         super().write(data)
 
 
-def test_answers_to_one_read_leave_in_one_write() -> None:
+def connected(calls: list[Any]) -> tuple[pb.Broker, CountingTransport, bytes]:
+    """A server broker past the handshake, and ``echo`` calls with ``calls`` as arguments."""
     broker = pb.PBServerFactory(Echo()).buildProtocol(None)
     transport = CountingTransport()
     broker.makeConnection(transport)
     encoder = Encoder(PB_VOCABULARY)
     broker.dataReceived(encode(b"pb") + encoder.encode([b"version", 6]))
-    before = transport.writes
-    calls = b"".join(
-        encoder.encode([b"message", n, b"root", b"echo", 1, [b"tuple", n], [b"dictionary"]])
-        for n in range(1, 51)
+    wire = b"".join(
+        encoder.encode([b"message", n, b"root", b"echo", 1, [b"tuple", arg], [b"dictionary"]])
+        for n, arg in enumerate(calls, 1)
     )
+    return broker, transport, wire
+
+
+def test_answers_to_one_read_leave_in_one_write() -> None:
+    broker, transport, calls = connected(list(range(50)))
+    before = transport.writes
     broker.dataReceived(calls)
     assert transport.writes == before + 1
     assert transport.value().count(b"\x1b\x87") >= 50  # fifty answers in it ("answer" symbol)
 
 
 def test_a_batch_larger_than_the_queue_limit_is_written_as_it_grows() -> None:
-    broker = pb.PBServerFactory(Echo()).buildProtocol(None)
-    transport = CountingTransport()
-    broker.makeConnection(transport)
-    encoder = Encoder(PB_VOCABULARY)
-    broker.dataReceived(encode(b"pb") + encoder.encode([b"version", 6]))
+    broker, transport, calls = connected([b"x" * 40_000] * 10)
     before = transport.writes
-    big = b"x" * 40_000
-    calls = b"".join(
-        encoder.encode([b"message", n, b"root", b"echo", 1, [b"tuple", big], [b"dictionary"]])
-        for n in range(1, 11)
-    )
     broker.dataReceived(calls)  # 400 KB of answers, over maxQueuedOutput (64 KiB)
     assert transport.writes - before >= 5  # every second 40 KB answer passes 64 KiB
 
