@@ -8,7 +8,8 @@ network itself. So when nothing is queued, we hand the bytes straight to the
 transport's own ``writeSomeData`` (what its next turn would have called) and
 queue only what the kernel did not take. asyncio's transports work the same way.
 
-It applies only where it is certain to be equivalent: the transport is Twisted's
+It applies only where it is certain to be equivalent: a Twisted release it was verified on
+(``VERIFIED_TWISTED``), and the transport is Twisted's
 plain TCP connection (not TLS, not a subclass with its own writing), connected,
 not closing, with an empty queue and no pull producer waiting on it. Anything
 else takes ``transport.write``.
@@ -18,17 +19,35 @@ from __future__ import annotations
 
 from typing import Any
 
+import twisted
 from twisted.internet import tcp
 
 _ATTRIBUTES = ("TLS", "connected", "disconnecting", "_writeDisconnecting", "_tempDataBuffer",
                "dataBuffer", "offset", "producer", "streamingProducer")  # fmt: skip
 
 
+VERIFIED_TWISTED = ((26, 10), (26, 10))
+"""The Twisted releases (first and last, year and month) whose private TCP fields
+``writeThrough`` was checked against; on any other, messages take ``transport.write``."""
+
+
+def _release(version: str) -> tuple[int, int]:
+    try:
+        year, month = version.split(".")[:2]
+        return int(year), int(month)
+    except ValueError:  # a development build with another shape: not verified
+        return (0, 0)
+
+
+_VERIFIED = VERIFIED_TWISTED[0] <= _release(twisted.__version__) <= VERIFIED_TWISTED[1]
+
+
 def canWriteThrough(transport: object) -> bool:
     """Whether ``transport`` is a plain Twisted TCP connection that ``writeThrough`` may use."""
     kind: Any = type(transport)
     return (
-        isinstance(transport, tcp.Connection)
+        _VERIFIED
+        and isinstance(transport, tcp.Connection)
         and kind.write is tcp.Connection.write
         and kind.writeSomeData is tcp.Connection.writeSomeData
         and all(hasattr(transport, name) for name in _ATTRIBUTES)

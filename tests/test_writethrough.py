@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, reactor
 from twisted.internet.testing import StringTransport
 
+from spread import _writethrough as writethrough
 from spread import pb
 from spread._writethrough import canWriteThrough
 
@@ -77,3 +79,18 @@ async def test_write_through_can_be_turned_off() -> None:
         factory.disconnect()
     finally:
         await port.stopListening()
+
+
+def test_a_twisted_release_it_was_not_verified_on_takes_the_public_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from twisted.internet import tcp
+
+    plain = tcp.Connection.__new__(tcp.Connection)
+    for name in ("TLS", "connected", "disconnecting", "_writeDisconnecting", "_tempDataBuffer",
+                 "dataBuffer", "offset", "producer", "streamingProducer"):  # fmt: skip
+        setattr(plain, name, None)
+    assert canWriteThrough(plain)
+    monkeypatch.setattr(writethrough, "_VERIFIED", False)
+    assert not canWriteThrough(plain)
+    assert writethrough._release("27.1.0.dev0") > writethrough.VERIFIED_TWISTED[1]
