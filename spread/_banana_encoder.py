@@ -21,6 +21,7 @@ from spread._banana_codec import (
     MAX_DEPTH,
     NEG,
     NEG_MAX,
+    PB_VOCABULARY,
     PREFIX_LIMIT,
     SIZE_LIMIT,
     STRING,
@@ -77,10 +78,12 @@ class Encoder:
     def vocabulary(self, vocabulary: Mapping[bytes, int] | None) -> None:
         self._vocabulary = vocabulary
         # Each symbol's whole token, ready to append: one dict lookup per string sent.
-        self._symbols = (
-            _NO_SYMBOLS if not vocabulary else _symbolsOf(tuple(vocabulary.items()))
-        )  # shared between encoders: read only
+        self._symbols = _symbolsFor(vocabulary)  # shared between encoders: read only
         self._tokens: dict[Any, bytes] | None = None  # and short strings sent lately (see encode)
+
+    def forget(self) -> None:
+        """Drop the cache of recently sent strings (the connection is closing)."""
+        self._tokens = None
 
     def encode(self, obj: object) -> bytes:
         """The banana bytes for ``obj``; raises ``BananaError`` (and sends nothing) if it cannot.
@@ -252,10 +255,21 @@ class Encoder:
 _NO_SYMBOLS: dict[Any, bytes] = {}
 
 
+def _symbolsFor(vocabulary: Mapping[bytes, int] | None) -> dict[Any, bytes]:
+    if not vocabulary:
+        return _NO_SYMBOLS
+    if vocabulary is PB_VOCABULARY:  # nearly always: a constant, so its table is made once
+        return _PB_SYMBOLS
+    return _symbolsOf(tuple(vocabulary.items()))  # a mapping may change: compare contents
+
+
 @lru_cache(maxsize=16)
 def _symbolsOf(vocabulary: tuple[tuple[Any, int], ...]) -> dict[Any, bytes]:
     """Each symbol's whole token, ready to append: one table per vocabulary, not per encoder."""
     return {word: _token(number, VOCAB) for word, number in vocabulary}
+
+
+_PB_SYMBOLS = _symbolsOf(tuple(PB_VOCABULARY.items()))
 
 
 def encode(obj: object) -> bytes:

@@ -358,7 +358,7 @@ class Banana(protocol.Protocol):
         """Stop decoding and let go of any half-received message at once."""
         self._dropped = True
         self._decoder = _IDLE_DECODER  # never fed: _dropped stops dataReceived first
-        self._encoder.vocabulary = self._encoder.vocabulary  # forgets its cache of strings
+        self._encoder.forget()
 
     def _dropPeer(self, why: str) -> None:
         """Log why, stop listening to this peer and close this connection only."""
