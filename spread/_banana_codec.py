@@ -55,6 +55,28 @@ send a list of 640K strings of 640K bytes each. Counted from the end of the last
 top-level list; 16 MiB leaves room for megabyte arguments.
 """
 
+BYTES_PER_LIST: Final = 4
+"""Wire bytes a message must carry per list it opens, beyond ``LIST_ALLOWANCE`` lists.
+
+An empty list is 2 bytes on the wire (``00 80``) but a Python list of 56 bytes or more, so
+without this a message of empty lists held over 30 times its size while it arrived (540 MB for
+one unfinished 15 MiB message). Every list jelly sends starts with a tag: ``[b"None"]`` is
+``01 80 01 87`` in the "pb" dialect, and more without it. So PB data has at least 4 bytes per
+list (a dict's ``[key, value]`` pairs, untagged, are paid for by their keys and values), and
+this is a fact of the format, not a setting. The densest lists it lets through, 4-byte ones
+like ``[b"None"]``, still cost 18 (C) to 24 (Python) times their size: ``MAX_MESSAGE_SIZE``
+bounds the rest.
+"""
+
+LIST_ALLOWANCE: Final = 4096
+"""Lists a message may open beyond one per ``BYTES_PER_LIST`` bytes (``Decoder(list_allowance=)``).
+
+The rule is checked as each list header arrives, before the list's own contents, so a message
+opening with nested lists (``[[[b"None"]]]``) is briefly short of bytes; the allowance covers
+that and small messages of bare lists (``[[], []]``) that raw banana, without jelly, may send.
+4,096 lists cost at most a quarter of a megabyte.
+"""
+
 INT_MAX: Final = 2**31 - 1
 """Above this, non-negative ints travel as "large int" (0x85) rather than int (0x81)."""
 
@@ -117,6 +139,8 @@ _PADDING = b"\0\0\0\0"  # appended to each buffer decoded: header digits, never 
 
 # The C scanner's error codes (see spread/_speedups.c); the messages are written here.
 _ERR_PREFIX, _ERR_TOO_LONG, _ERR_DEPTH, _ERR_SYMBOL, _ERR_TYPE, _ERR_TOO_BIG = range(1, 7)
+_ERR_LISTS: Final = 7  # a message opening more lists than its bytes allow
+
 
 def _symbolTable(vocabulary: Mapping[int, bytes] | None) -> tuple[bytes | None, ...] | None:
     """``vocabulary`` as a tuple indexed by number, for the C scanner; None if it is not one.
@@ -150,11 +174,16 @@ class Decoder:
     that cannot be complete yet is not looked at again until enough bytes arrive.
     Limits are checked as soon as a header is complete, before anything is allocated.
     After a ``BananaError`` the decoder refuses all further input.
+
+    Each message may open at most one list per ``BYTES_PER_LIST`` bytes received so far,
+    plus ``list_allowance``. The ratio is fixed because jelly never sends less; only the
+    allowance is a setting, for raw banana users who send bare lists (a huge one turns the
+    rule off, and costs the C scanner: above 2**62 Python scans).
     """
 
     __slots__ = (
-        "_failure", "_needed", "_open", "_partial", "_symbols", "_tail", "_vocabulary",
-        "max_depth", "max_message_size", "prefix_limit", "size_limit",
+        "_failure", "_lists", "_needed", "_open", "_partial", "_symbols", "_tail", "_vocabulary",
+        "list_allowance", "max_depth", "max_message_size", "prefix_limit", "size_limit",
     )  # fmt: skip
 
     def __init__(
@@ -165,13 +194,16 @@ class Decoder:
         prefix_limit: int = PREFIX_LIMIT,
         max_depth: int = MAX_DEPTH,
         max_message_size: int = MAX_MESSAGE_SIZE,
+        list_allowance: int = LIST_ALLOWANCE,
     ) -> None:
         self.vocabulary = vocabulary
         self.size_limit = size_limit
         self.prefix_limit = prefix_limit
         self.max_depth = max_depth
         self.max_message_size = max_message_size
+        self.list_allowance = list_allowance
         self._partial = 0  # bytes of the incomplete expression already decoded (before _tail)
+        self._lists = 0  # lists the incomplete expression has opened so far
         # Open lists, outermost first, as (list, elements still to come). Slot 0 is the
         # top level: each feed() puts its own result list there.
         self._open: list[tuple[list[object], int]] = [([], -1)]
@@ -234,23 +266,26 @@ class Decoder:
             # vocabulary that is not a small table): then Python scans.
             scanned = _speedups.scan(
                 buf, end, self._open, self._symbols, self.size_limit, self.prefix_limit,
-                self.max_depth, self.max_message_size, self._partial,
+                self.max_depth, self.max_message_size, self.list_allowance, self._partial,
+                self._lists,
             )
         if scanned is not None:
-            pos, needed, last_done, error, detail, length = scanned
+            pos, needed, last_done, lists, error, detail, length = scanned
             if error:
                 raise BananaError(self._scanError(error, detail, length))
         else:
             # One copy per feed that can make progress; the padding lets the hot
             # loop peek a few bytes ahead without a bounds check.
-            pos, needed, last_done = self._scan(bytes(buf) + _PADDING, end)
+            pos, needed, last_done, lists = self._scan(bytes(buf) + _PADDING, end)
+        self._lists = lists
         self._tail = bytearray(buf[pos:end])
         self._needed = needed - pos
         self._checkMessageSize(pos, last_done)
         return out
 
-    def _scan(self, buf: bytes, end: int) -> tuple[int, int, int]:
-        """The hot loop in pure Python: (position reached, bytes needed, last message end).
+    def _scan(self, buf: bytes, end: int) -> tuple[int, int, int, int]:
+        """The hot loop in pure Python: (position reached, bytes needed, last message end,
+        lists the incomplete message has opened).
 
         Most elements have a one-byte header (the first branch) and are handled
         without a function call; two-digit headers are the second most common.
@@ -271,7 +306,13 @@ class Decoder:
         out = stack[0][0]
         items, remaining = stack.pop()  # the innermost open list and how many it still needs
         last_done = -1  # where the last top-level list completed in ``buf``
+        message_start = -self._partial  # where the current message began, relative to ``buf``
         max_size = self.max_message_size
+        # The list budget, as one number to compare: a list whose header ends before
+        # ``list_floor`` is one too many. Each list opened (empty and top-level ones too)
+        # moves it BYTES_PER_LIST on; it starts LIST_ALLOWANCE lists' worth back.
+        credit = BYTES_PER_LIST * self.list_allowance
+        list_floor = message_start + BYTES_PER_LIST * self._lists - credit
         while pos < end:
             count = buf[pos]
             kind = buf[pos + 1]
@@ -301,6 +342,9 @@ class Decoder:
             elif kind == 0x80:
                 if len(stack) >= max_depth:
                     raise BananaError(self._tooDeep())
+                list_floor += 4  # BYTES_PER_LIST
+                if start < list_floor:
+                    raise BananaError(self._tooManyLists(start - message_start))
                 pos = start
                 if count == 2 and buf[pos + 1] == 0x82 and buf[pos] <= small and stack:
                     # A pair of short strings ([b"unicode", b"text"], jelly's commonest
@@ -349,13 +393,14 @@ class Decoder:
                     items.append(done)
                     remaining -= 1
                 if items is out:  # a whole message: was it within bounds?
-                    if pos - (last_done if last_done >= 0 else -self._partial) > max_size:
+                    if pos - message_start > max_size:
                         raise BananaError(self._too_big(max_size))
-                    last_done = pos
+                    last_done = message_start = pos
+                    list_floor = pos - credit
                 if not remaining:  # the top level itself: ``wanted`` expressions decoded
                     break
         stack.append((items, remaining))
-        return pos, needed, last_done
+        return pos, needed, last_done, (list_floor + credit - message_start) // BYTES_PER_LIST
 
     def _scanError(self, error: int, detail: Any, length: Any) -> str:
         """The message for an error code of the C scanner (the Python scanner's words)."""
@@ -369,6 +414,8 @@ class Decoder:
             return self._unknown_symbol(detail)
         if error == _ERR_TYPE:
             return self._unknownType(detail)
+        if error == _ERR_LISTS:
+            return self._tooManyLists(detail)
         return self._too_big(self.max_message_size)
 
     def _checkMessageSize(self, pos: int, last_done: int) -> None:
@@ -385,6 +432,16 @@ class Decoder:
             f"a message of more than {limit} bytes; refused (the limit is"
             " Decoder(max_message_size=...), Banana.maxMessageSize, or Limits.maxMessageSize"
             " on a PB factory)"
+        )
+
+    def _tooManyLists(self, size: int) -> str:
+        """The message for a list past the budget, ``size`` bytes into its message."""
+        return (
+            f"a message of {size} bytes holding more than"
+            f" {size // BYTES_PER_LIST + self.list_allowance} lists; refused (at most one list"
+            f" per {BYTES_PER_LIST} bytes, plus {self.list_allowance}: jelly sends at least"
+            f" {BYTES_PER_LIST} bytes per list, so this is not PB data but an attempt to exhaust"
+            " memory; the allowance is Decoder(list_allowance=...))"
         )
 
     def _long_header(self, buf: bytes, pos: int, end: int) -> tuple[int, int, int]:

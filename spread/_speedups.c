@@ -8,12 +8,15 @@
  *       exceeded, a type is not exactly list/tuple/bytes/int/bool/float, an int is too large.
  *       So every error message (and every unusual value) stays with the Python code.
  *
- *   scan(buf, end, stack, symbols, size_limit, prefix_limit, max_depth, max_size, partial)
- *       -> (pos, needed, last_done, error, detail1, detail2) | None
- *       One pass of Decoder._decode over buf[:end], with the same stack of (list, remaining)
- *       pairs. error is 0, or a code whose message the Python side writes (see ERR_*).
- *       None, before anything is read, for settings it does not take: symbols not a tuple
- *       (no table), a limit not an int in [0, 2**62).
+ *   scan(buf, end, stack, symbols, size_limit, prefix_limit, max_depth, max_size,
+ *        list_allowance, partial, lists)
+ *       -> (pos, needed, last_done, lists, error, detail1, detail2) | None
+ *       One pass of Decoder._scan over buf[:end], with the same stack of (list, remaining)
+ *       pairs; partial and lists are the bytes and lists of the incomplete message so far,
+ *       and the lists returned are those of the message still incomplete at the end. error
+ *       is 0, or a code whose message the Python side writes (see ERR_*). None, before
+ *       anything is read, for settings it does not take: symbols not a tuple (no table), a
+ *       limit not an int in [0, 2**62).
  *
  *   unjelly(sexp, allowed, max_depth) -> object | NotImplemented
  *       The value of an s-expression made only of basic forms (unicode, None, boolean, list,
@@ -256,6 +259,11 @@ speedups_encode(PyObject *module, PyObject *args)
 #define ERR_SYMBOL 4   /* detail1: unknown vocabulary number */
 #define ERR_TYPE 5     /* detail1: unknown type byte */
 #define ERR_TOO_BIG 6  /* a message over max_size bytes */
+#define ERR_LISTS 7    /* detail1: the message's bytes so far, which hold too many lists */
+
+/* As _banana_codec.BYTES_PER_LIST, whose docstring explains it: a message may open one list
+ * per this many bytes so far, plus list_allowance lists. */
+#define BYTES_PER_LIST 4
 
 typedef struct {
     PyObject *items;  /* owned */
@@ -452,18 +460,21 @@ static PyObject *
 speedups_scan(PyObject *module, PyObject *args)
 {
     Py_buffer view;
-    Py_ssize_t end, size_limit, prefix_limit, max_depth, max_size, partial;
-    PyObject *stack_list, *symbols, *limits[4];
-    if (!PyArg_ParseTuple(args, "y*nO!OOOOOn", &view, &end, &PyList_Type, &stack_list,
-                          &symbols, &limits[0], &limits[1], &limits[2], &limits[3], &partial))
+    Py_ssize_t end, size_limit, prefix_limit, max_depth, max_size, list_allowance;
+    Py_ssize_t partial, lists;
+    PyObject *stack_list, *symbols, *limits[5];
+    if (!PyArg_ParseTuple(args, "y*nO!OOOOOOnn", &view, &end, &PyList_Type, &stack_list,
+                          &symbols, &limits[0], &limits[1], &limits[2], &limits[3], &limits[4],
+                          &partial, &lists))
         return NULL;
     if (!PyTuple_Check(symbols) || limit_value(limits[0], &size_limit) < 0 ||
         limit_value(limits[1], &prefix_limit) < 0 || limit_value(limits[2], &max_depth) < 0 ||
-        limit_value(limits[3], &max_size) < 0) {
+        limit_value(limits[3], &max_size) < 0 || limit_value(limits[4], &list_allowance) < 0) {
         PyBuffer_Release(&view);
         Py_RETURN_NONE; /* settings for the Python scanner */
     }
-    if (end < 0 || end > view.len || PyList_GET_SIZE(stack_list) < 1) {
+    if (end < 0 || end > view.len || PyList_GET_SIZE(stack_list) < 1 || partial < 0 ||
+        lists < 0) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, "scan: bad arguments");
         return NULL;
@@ -475,6 +486,7 @@ speedups_scan(PyObject *module, PyObject *args)
     memset(&cache, 0, sizeof(cache));
 
     Py_ssize_t pos = 0, needed = 0, last_done = -1;
+    Py_ssize_t message_start = -partial; /* where the current message began, relative to buf */
     int error = ERR_NONE;
     PyObject *detail1 = NULL, *detail2 = NULL;
     PyObject *items = NULL, *out = NULL;
@@ -554,6 +566,14 @@ speedups_scan(PyObject *module, PyObject *args)
         case T_LIST:
             if (stack_size(&stack) >= max_depth) {
                 error = ERR_DEPTH;
+                goto done;
+            }
+            lists++;
+            if (lists > (start - message_start) / BYTES_PER_LIST + list_allowance) {
+                error = ERR_LISTS;
+                detail1 = PyLong_FromSsize_t(start - message_start);
+                if (detail1 == NULL)
+                    failed = 1;
                 goto done;
             }
             pos = start;
@@ -650,11 +670,12 @@ speedups_scan(PyObject *module, PyObject *args)
                 remaining--;
             }
             if (items == out) { /* a whole message: was it within bounds? */
-                if (pos - (last_done >= 0 ? last_done : -partial) > max_size) {
+                if (pos - message_start > max_size) {
                     error = ERR_TOO_BIG;
                     goto done;
                 }
-                last_done = pos;
+                last_done = message_start = pos;
+                lists = 0;
             }
             if (!remaining)
                 break;
@@ -677,7 +698,7 @@ done:
         Py_XDECREF(detail2);
         return NULL;
     }
-    return Py_BuildValue("(nnniNN)", pos, needed, last_done, error,
+    return Py_BuildValue("(nnnniNN)", pos, needed, last_done, lists, error,
                          detail1 ? detail1 : Py_NewRef(Py_None),
                          detail2 ? detail2 : Py_NewRef(Py_None));
 }

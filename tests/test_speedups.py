@@ -203,7 +203,38 @@ def padded_headers(draw: st.DrawFn) -> bytes:
     return header + body
 
 
+LIST_ELEMENTS = [
+    b"\x00\x80",  # []
+    b"\x01\x80\x00\x81",  # [0]
+    b"\x01\x80\x01\x87",  # [b"None"] in the "pb" dialect; an unknown symbol otherwise
+    b"\x02\x80\x00\x82\x01\x82x",  # [b"", b"x"]: the Python scanner's pair shortcut
+    b"\x01\x80\x00\x80",  # [[]]
+    b"\x01\x82x",  # b"x": bytes that pay for lists
+]
+
+
+@st.composite
+def list_heavy(draw: st.DrawFn) -> bytes:
+    """Many empty or tiny lists, nested, for the list budget (small allowances reach it).
+
+    Either a value of nested short lists, encoded, or a list header announcing a count that
+    the elements after it may match, fall short of (the wire ends inside it) or exceed.
+    """
+    if draw(st.booleans()):
+        nested = st.recursive(
+            st.sampled_from([[], [0], [b""], [b"None"]]),
+            lambda inner: st.lists(inner, max_size=8),
+            max_leaves=80,
+        )
+        value = draw(nested)
+        return Encoder(PB_VOCABULARY).encode(value) if draw(st.booleans()) else encode(value)
+    elements = draw(st.lists(st.sampled_from(LIST_ELEMENTS), max_size=150))
+    announced = len(elements) + draw(st.sampled_from([0, 0, -1, 1, 50]))
+    return codec._token(max(announced, 0), codec.LIST) + b"".join(elements)
+
+
 wire_pieces = st.one_of(
+    list_heavy(),
     values.map(lambda value: encode(value) if _encodable(value) else b""),
     values.map(lambda value: Encoder(PB_VOCABULARY).encode(value) if _encodable(value) else b""),
     st.binary(max_size=12),
@@ -226,19 +257,21 @@ decoder_limits = st.fixed_dictionaries(
         "prefix_limit": st.sampled_from([0, 1, 2, 64]),
         "max_depth": st.sampled_from([0, 1, 3, 1000]),
         "max_message_size": st.sampled_from([1, 20, 16 * 1024 * 1024]),
+        "list_allowance": st.sampled_from([4096, 0, 1, 2, 5, 20]),
     }
 )
 
 
 def feed_all(decoder: Decoder, wire: bytes, cuts: list[int], first: int | None) -> list[Any]:
-    """Feed ``wire`` in pieces: the outcome of each feed, then whether bytes are pending."""
+    """Feed ``wire`` in pieces: the outcome of each feed, then what the decoder holds."""
     results: list[Any] = []
     bounds = [0, *sorted(cuts), len(wire)]
     for start, stop in itertools.pairwise(bounds):
         results.append(outcome(lambda a=start, b=stop: decoder.feed(wire[a:b], first)))
         if results[-1][0] != "ok":
             return results  # the decoder refuses all else; its state no longer matters
-    results.append(decoder.pending)
+    # Whether bytes are pending, and the incomplete message's bytes and lists so far.
+    results.append((decoder.pending, decoder._partial, decoder._lists))
     return results
 
 
@@ -269,6 +302,7 @@ padded_limits = st.fixed_dictionaries(
         "prefix_limit": st.sampled_from([64, 65, 10, 9, 2, 1, 0]),
         "max_depth": st.sampled_from([1000, 1, 3]),
         "max_message_size": st.sampled_from([16 * 1024 * 1024, 20]),
+        "list_allowance": st.sampled_from([4096, 1, 3]),
     }
 )
 
@@ -295,6 +329,62 @@ def test_decoder_matches_python_on_high_order_zero_digits(
     fast = feed_all(Decoder(vocabulary, **settings), wire, cuts, first)
     with pure_python():
         assert feed_all(Decoder(vocabulary, **settings), wire, cuts, first) == fast
+
+
+# Default limits but the list allowance, so that most wires reach the list budget somewhere.
+list_budget_limits = st.fixed_dictionaries(
+    {
+        "max_depth": st.sampled_from([1000, 3]),
+        "max_message_size": st.sampled_from([16 * 1024 * 1024, 40]),
+        "list_allowance": st.sampled_from([1, 2, 3, 5, 10, 30, 4096]),
+    }
+)
+
+
+@needs_c
+@given(
+    st.lists(st.one_of(list_heavy(), list_heavy(), wire_pieces), min_size=1, max_size=6).map(
+        b"".join
+    ),
+    st.data(),
+    list_budget_limits,
+    st.booleans(),
+    st.sampled_from([None, 1]),
+)
+def test_decoder_matches_python_on_list_heavy_wires(
+    wire: bytes, data: st.DataObject, settings: dict[str, int], pb: bool, first: int | None
+) -> None:
+    cuts = data.draw(
+        st.one_of(
+            st.lists(st.integers(0, len(wire)), max_size=8),
+            st.just(list(range(1, len(wire)))),  # one byte at a time
+        )
+    )
+    vocabulary = PB_VOCABULARY_BY_NUMBER if pb else None
+    fast = feed_all(Decoder(vocabulary, **settings), wire, cuts, first)
+    with pure_python():
+        assert feed_all(Decoder(vocabulary, **settings), wire, cuts, first) == fast
+
+
+@needs_c
+@given(
+    st.lists(st.sampled_from(LIST_ELEMENTS[:5]), min_size=1, max_size=5),
+    st.integers(8000, 8400),
+    st.data(),
+    st.sampled_from([None, 1]),
+)
+def test_decoder_matches_python_at_the_default_list_budget(
+    pattern: list[bytes], count: int, data: st.DataObject, first: int | None
+) -> None:
+    # Thousands of tiny lists: empty ones reach the default budget near 8,192; the others
+    # (4 bytes each) never do. Two messages, so the budget must start again for the second.
+    elements = (pattern * count)[:count]
+    message = codec._token(count, codec.LIST) + b"".join(elements)
+    wire = message + message
+    cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=6))
+    fast = feed_all(Decoder(PB_VOCABULARY_BY_NUMBER), wire, cuts, first)
+    with pure_python():
+        assert feed_all(Decoder(PB_VOCABULARY_BY_NUMBER), wire, cuts, first) == fast
 
 
 def twisted_decoded(wire: bytes, pb: bool) -> list[Any] | None:
