@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_banana import header
 
 import spread._banana_codec as codec
 from spread._banana_codec import BYTES_PER_LIST, LIST_ALLOWANCE
@@ -49,15 +50,6 @@ def each_scanner() -> Iterator[str]:
         codec._speedups = saved
 
 
-def header(value: int, type_byte: int) -> bytes:
-    """A banana header written out independently of the code under test."""
-    digits = bytearray()
-    while True:
-        digits.append(value % 128)
-        value //= 128
-        if not value:
-            break
-    return bytes(digits) + bytes((type_byte,))
 
 
 def list_of(count: int, element: bytes) -> bytes:

@@ -307,6 +307,22 @@ padded_limits = st.fixed_dictionaries(
 )
 
 
+def assert_scanners_agree(
+    wire: bytes, data: st.DataObject, settings: dict[str, int], pb: bool, first: int | None
+) -> None:
+    """C and Python decode ``wire``, cut at drawn places or byte by byte, to the same state."""
+    cuts = data.draw(
+        st.one_of(
+            st.lists(st.integers(0, len(wire)), max_size=8),
+            st.just(list(range(1, len(wire)))),  # one byte at a time
+        )
+    )
+    vocabulary = PB_VOCABULARY_BY_NUMBER if pb else None
+    fast = feed_all(Decoder(vocabulary, **settings), wire, cuts, first)
+    with pure_python():
+        assert feed_all(Decoder(vocabulary, **settings), wire, cuts, first) == fast
+
+
 @needs_c
 @given(
     st.lists(st.one_of(padded_headers(), wire_pieces), min_size=1, max_size=5).map(b"".join),
@@ -319,16 +335,7 @@ def test_decoder_matches_python_on_high_order_zero_digits(
     wire: bytes, data: st.DataObject, settings: dict[str, int], pb: bool, first: int | None
 ) -> None:
     # Mostly padded headers, so most cuts fall inside one: a header split across feeds.
-    cuts = data.draw(
-        st.one_of(
-            st.lists(st.integers(0, len(wire)), max_size=8),
-            st.just(list(range(1, len(wire)))),  # one byte at a time
-        )
-    )
-    vocabulary = PB_VOCABULARY_BY_NUMBER if pb else None
-    fast = feed_all(Decoder(vocabulary, **settings), wire, cuts, first)
-    with pure_python():
-        assert feed_all(Decoder(vocabulary, **settings), wire, cuts, first) == fast
+    assert_scanners_agree(wire, data, settings, pb, first)
 
 
 # Default limits but the list allowance, so that most wires reach the list budget somewhere.
@@ -354,16 +361,7 @@ list_budget_limits = st.fixed_dictionaries(
 def test_decoder_matches_python_on_list_heavy_wires(
     wire: bytes, data: st.DataObject, settings: dict[str, int], pb: bool, first: int | None
 ) -> None:
-    cuts = data.draw(
-        st.one_of(
-            st.lists(st.integers(0, len(wire)), max_size=8),
-            st.just(list(range(1, len(wire)))),  # one byte at a time
-        )
-    )
-    vocabulary = PB_VOCABULARY_BY_NUMBER if pb else None
-    fast = feed_all(Decoder(vocabulary, **settings), wire, cuts, first)
-    with pure_python():
-        assert feed_all(Decoder(vocabulary, **settings), wire, cuts, first) == fast
+    assert_scanners_agree(wire, data, settings, pb, first)
 
 
 @needs_c
