@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from spread import banana, flavors, jelly
 
@@ -79,12 +80,15 @@ class RemotePublished(flavors.RemoteCache):
         """Take the metadata, then activate from the file if fresh, else fetch the state."""
         self.__dict__.update(state)
         self._activationListeners: list[Callable[[RemotePublished], object]] = []
+        self._failureListeners: list[Callable[[Failure], object]] = []
+        self._activationFailure: Failure | None = None
         saved = self._load()
         if saved is not None and saved.get("timestamp") == self.timestamp:
             self._cbGotUpdate(saved)
             self._wasCleanWhenLoaded = 1
         else:
-            self.remote.callRemote("getStateToPublish").addCallback(self._cbGotUpdate)
+            fetch = self.remote.callRemote("getStateToPublish")
+            fetch.addCallbacks(self._cbGotUpdate, self._fetchFailed)
 
     def _load(self) -> dict[str, Any] | None:
         """The state saved by an earlier session, or None if absent or unreadable."""
@@ -107,7 +111,8 @@ class RemotePublished(flavors.RemoteCache):
     def __getstate__(self) -> dict[str, Any]:
         """What is saved to the file: the state, without connection or bookkeeping fields."""
         state = self.__dict__.copy()
-        for name in ("broker", "remote", "luid", "_activationListeners", "isActivated"):
+        for name in ("broker", "remote", "luid", "_activationListeners", "isActivated",
+                     "_failureListeners", "_activationFailure"):  # fmt: skip
             state.pop(name, None)
         return state
 
@@ -121,6 +126,14 @@ class RemotePublished(flavors.RemoteCache):
         with open(self.getFileName(), "wb") as saved_file:
             saved_file.write(banana.encode(jelly.jelly(self)))
 
+    def _fetchFailed(self, failure: Failure) -> None:
+        """The publisher could not send the state: tell ``whenReady`` callers, not silence."""
+        self._activationFailure = failure
+        listeners, self._failureListeners = self._failureListeners, []
+        self._activationListeners = []
+        for listener in listeners:
+            listener(failure)
+
     def activated(self) -> None:
         """Override to hear when the state has arrived (from the file or the publisher)."""
 
@@ -133,7 +146,8 @@ class RemotePublished(flavors.RemoteCache):
 
 
 def whenReady(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
-    """Wrap a Deferred that fires with a ``RemotePublished``: fire when it is activated.
+    """Wrap a Deferred that fires with a ``RemotePublished``: fire when it is activated,
+    or fail if its state cannot be fetched (Twisted's waits for ever then).
 
     ``whenReady(ref.callRemote("getPublished")).addCallback(use)``
     """
@@ -143,6 +157,12 @@ def whenReady(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
 
 
 def _pubReady(result: RemotePublished, ready: defer.Deferred[Any]) -> None:
+    failure = getattr(result, "_activationFailure", None)
+    if failure is not None:
+        ready.errback(failure)
+        return
+    if not getattr(result, "isActivated", False):
+        result._failureListeners.append(ready.errback)
     result.callWhenActivated(ready.callback)
 
 

@@ -193,9 +193,14 @@ class CallbackPageCollector(pb.Referenceable):
 
 
 def getAllPages(referenceable: Any, methodName: str, *args: Any, **kw: Any) -> defer.Deferred[Any]:
-    """Call ``methodName(collector, *args)`` remotely; fire with the list of pages it sends."""
+    """Call ``methodName(collector, *args)`` remotely; fire with the list of pages it sends.
+
+    If the call itself fails (a remote error, the connection lost), so does the result:
+    Twisted's version waits for ever then.
+    """
     d: defer.Deferred[Any] = defer.Deferred()
-    referenceable.callRemote(methodName, CallbackPageCollector(d.callback), *args, **kw)
+    call = referenceable.callRemote(methodName, CallbackPageCollector(d.callback), *args, **kw)
+    call.addErrback(lambda failure: None if d.called else d.errback(failure))
     return d
 
 

@@ -357,6 +357,22 @@ def test_whenReady_fires_once_the_published_state_is_in(
     assert bulletin.fetches == 1
 
 
+class Unreadable(Bulletin):
+    def getStateToPublish(self) -> dict[str, Any]:
+        raise OSError("the archive is offline")
+
+
+sjelly.setUnjellyableForClass(Unreadable, BulletinCopy)
+
+
+def test_whenReady_fails_when_the_state_cannot_be_fetched(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    outcome = _ready(Wire(spb, spb, Board(Unreadable("news", "hello"))))
+    assert isinstance(outcome, Failure) and outcome.check(OSError)
+
+
 def test_published_state_is_reused_from_the_file_when_fresh(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -703,6 +703,15 @@ class Library(pb.Root):
     def remote_book(self, collector: pb.RemoteReference, text: bytes) -> None:
         util.StringPager(collector, text, chunkSize=4)
 
+    def remote_lost(self, collector: pb.RemoteReference) -> None:
+        raise KeyError("no such book")
+
+
+def test_getAllPages_fails_when_the_call_fails() -> None:
+    loop = Loop(Library())
+    outcome = loop.result(util.getAllPages(loop.root(), "lost"))
+    assert isinstance(outcome, Failure) and outcome.check(KeyError)
+
 
 @pytest_twisted.ensureDeferred
 async def test_getAllPages_collects_a_paged_string() -> None:
