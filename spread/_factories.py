@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 
 from spread import _login  # also registers the adapter that serves a cred portal as a root
 from spread._failures import failureOf
-from spread._protocol import Broker
+from spread._protocol import Broker, reactorOr
 from spread._remote import RemoteReference
 from spread.flavors import IPBRoot
 from spread.jelly import globalSecurity
@@ -109,7 +109,7 @@ class PBClientFactory(_BrokerMaker, protocol.ClientFactory):
         self._built = False
         self._failure = None
         if self.handshakeTimeout is not None and self._timer is None:
-            clock = self._clock()
+            clock = reactorOr(self.reactor)
             self._timer = clock.callLater(self.handshakeTimeout, self._timedOut)
 
     def doStop(self) -> None:
@@ -189,13 +189,6 @@ class PBClientFactory(_BrokerMaker, protocol.ClientFactory):
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
-
-    def _clock(self) -> Any:
-        if self.reactor is not None:
-            return self.reactor
-        from twisted.internet import reactor as global_reactor
-
-        return global_reactor
 
     # -- what users call ------------------------------------------------------------------
 

@@ -32,6 +32,15 @@ _log = Logger()
 __all__ = ["PROTOCOL_VERSION", "Broker", "SessionState"]
 
 
+def reactorOr(reactor: Any) -> Any:
+    """``reactor``, or the global one if None (imported only then: tests pass a Clock)."""
+    if reactor is not None:
+        return reactor
+    from twisted.internet import reactor as global_reactor
+
+    return global_reactor
+
+
 _NOT_WATCHING = FlowControl(None, Limits(), None, lambda: None, lambda why: None)
 """The flow control of a broker not connected yet: never paused, watching nothing."""
 
@@ -63,11 +72,8 @@ class Broker(PBSession, PagingMixin, Banana):
     sendEncoded = Banana.sendEncoded
 
     def _clock(self) -> Any:
-        """The reactor this broker was given, else the global one (imported only when needed)."""
-        if self._reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            self._reactor = global_reactor
+        """The reactor this broker was given, else the global one."""
+        self._reactor = reactorOr(self._reactor)
         return self._reactor
 
     def _scheduleFlush(self, flush: Callable[[], None]) -> None:
