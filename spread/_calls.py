@@ -26,7 +26,11 @@ class CallSender(Protocol):
         self, prefix: bytes, perspective: Any, objectID: Any, message: bytes,
         args: tuple[Any, ...], kw: dict[str, Any], quiet: bool = False,
     ) -> defer.Deferred[Any]:
-        """Send ``[prefix + message, ...]`` and return the Deferred of its answer; never raises."""
+        """Send ``[prefix + message, ...]`` and return the Deferred of its answer.
+
+        Raises ``DeadReferenceError`` on a closed connection and ``BananaError`` for a
+        message too large to send, as Twisted's broker does; ``quiet`` calls never raise.
+        """
 
     def cachedRemotelyAs(self, instance: Any, incref: Any = 0) -> int | None:
         """The id the peer knows our ``Cacheable`` ``instance`` by, or None."""

@@ -33,18 +33,17 @@ class RemoteReference(Serializable):
         self.disconnectCallbacks: list[Callable[[RemoteReference], object]] = []
 
     def callRemote(self, _name: str | bytes, *args: Any, **kw: Any) -> defer.Deferred[Any]:
-        """Call ``remote_<_name>(*args, **kw)`` in the peer; returns a Deferred, never raises.
+        """Call ``remote_<_name>(*args, **kw)`` in the peer; returns a Deferred.
 
-        The Deferred fires with the result, or fails with a ``CopiedFailure``
-        (the remote exception), ``DeadReferenceError`` (the connection was
-        already closed), ``PBConnectionLost`` (it closed while waiting), or the
-        local error that kept the arguments from being sent (``InsecureJelly``,
-        ``BananaError`` for oversized data). The Deferred can be ``await``-ed.
+        As in Twisted, the call itself raises ``DeadReferenceError`` if the
+        connection has already closed, and ``BananaError`` if the message is
+        too large to send (nothing is sent then). The Deferred fires with the
+        result, or fails with a ``CopiedFailure`` (the remote exception),
+        ``PBConnectionLost`` (the connection closed while waiting), or the
+        serializer's refusal of an argument (``InsecureJelly``). The Deferred
+        can be ``await``-ed.
         """
-        try:
-            name = _name.encode("utf-8") if isinstance(_name, str) else _name
-        except Exception:
-            return defer.fail()
+        name = _name.encode("utf-8") if isinstance(_name, str) else _name
         return self.broker.sendRemoteCall(b"", self.perspective, self.luid, name, args, kw)
 
     def remoteMethod(self, key: str) -> RemoteMethod:

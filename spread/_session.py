@@ -417,14 +417,20 @@ class PBSession(ObjectTables):
         self, prefix: bytes, perspective: Any, objectID: Any, message: bytes,
         args: tuple[Any, ...], kw: dict[str, Any], quiet: bool = False,
     ) -> defer.Deferred[Any]:
-        """Send a call and return the Deferred for its answer; never raises.
+        """Send a call and return the Deferred for its answer.
 
         ``prefix`` is ``b""`` for a referenced object, ``b"cache"`` for a replica.
-        ``quiet`` failures are not logged if nobody looks at them.
+        Raises where Twisted raises: ``DeadReferenceError`` once the connection has
+        closed, and the encoder's ``BananaError`` for a message it cannot send (so
+        ``try: ref.callRemote(...) except DeadReferenceError:`` works as in Twisted);
+        a value the serializer refuses fails the Deferred instead. A ``quiet`` call (a
+        master updating its replicas) never raises, and its failures are not logged if
+        nobody looks at them.
         """
         if self.state is SessionState.CLOSED:
-            error = DeadReferenceError(_STALE)
-            return quietFailure(error) if quiet else defer.fail(error)
+            if not quiet:
+                raise DeadReferenceError(_STALE)
+            return quietFailure(DeadReferenceError(_STALE))
         if quiet and len(self._quietRequests) >= self.limits.maxPendingCalls:
             # A replica's peer that leaves this many updates unanswered is not keeping up:
             # drop it rather than queue updates for it without end.
@@ -459,10 +465,12 @@ class PBSession(ObjectTables):
         kind = b"message" if not prefix else prefix + b"message"
         try:
             self.sendEncoded([kind, requestID, objectID, message, answerRequired, netArgs, netKw])
-        except Exception:
+        except Exception as e:
             self.rollback(args_log)
             self.rollback(kw_log)
-            return defer.fail()
+            if not quiet:
+                raise
+            return quietFailure(e)
         if not answerRequired:
             return defer.succeed(None)
         d: defer.Deferred[Any] = defer.Deferred()

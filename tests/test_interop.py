@@ -325,15 +325,15 @@ async def test_dont_notify_on_disconnect_cancels_notification(
 
 
 @pytest_twisted.ensureDeferred
-async def test_call_after_twisted_server_died_fails_with_dead_reference(
+async def test_call_after_twisted_server_died_raises_dead_reference(
     doomed_twisted_server: tuple[PeerProcess, Any],
 ) -> None:
     peer, root = doomed_twisted_server
     disconnects = Disconnects(root)
     peer.kill()
     await disconnects.wait()
-    failure = await failure_of(root.callRemote("echo", 1))
-    assert failure.check(pb.DeadReferenceError)
+    with pytest.raises(pb.DeadReferenceError):
+        root.callRemote("echo", 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,12 +617,12 @@ async def test_disconnect_notified_once_when_twisted_client_dies(
 
 
 @pytest_twisted.ensureDeferred
-async def test_call_after_twisted_client_died_fails_with_dead_reference(
+async def test_call_after_twisted_client_died_raises_dead_reference(
     doomed_agent: tuple[PeerProcess, Any],
 ) -> None:
     peer, agent = doomed_agent
     disconnects = Disconnects(agent)
     peer.kill()
     await disconnects.wait()
-    failure = await failure_of(agent.callRemote("echo", 1))
-    assert failure.check(pb.DeadReferenceError)
+    with pytest.raises(pb.DeadReferenceError):
+        agent.callRemote("echo", 1)

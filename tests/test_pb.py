@@ -356,23 +356,24 @@ def test_oversized_deferred_result_errbacks_too() -> None:
     assert loop.call("echo", "alive") == "alive"
 
 
-def test_oversized_arguments_errback_without_raising() -> None:
+def test_oversized_arguments_raise_from_the_call_and_send_nothing() -> None:
     loop = Loop(Echo())
-    d = loop.root().callRemote("echo", b"x" * (banana.SIZE_LIMIT + 1))
-    failure = loop.result(d)
-    assert failure.check(banana.BananaError)
+    root = loop.root()
+    with pytest.raises(banana.BananaError):
+        root.callRemote("echo", b"x" * (banana.SIZE_LIMIT + 1))
+    assert loop.client.waitingForAnswers == {}
     assert loop.call("echo", "alive") == "alive"
 
 
 # -- disconnects -------------------------------------------------------------------------
 
 
-def test_call_after_disconnect_errbacks_dead_reference() -> None:
+def test_call_after_disconnect_raises_dead_reference() -> None:
     loop = Loop(Echo())
     root = loop.root()
     loop.close()
-    failure = loop.result(root.callRemote("echo", 1))
-    assert failure.check(pb.DeadReferenceError)
+    with pytest.raises(pb.DeadReferenceError, match="Calling Stale Broker"):
+        root.callRemote("echo", 1)
 
 
 def test_pending_calls_errback_connection_lost() -> None:
@@ -583,8 +584,9 @@ def test_reference_in_an_oversized_result_is_not_left_exported() -> None:
 
 def test_reference_in_oversized_arguments_is_not_left_exported() -> None:
     loop = Loop(Echo())
-    d = loop.root().callRemote("echo", [Caller(), b"x" * (banana.SIZE_LIMIT + 1)])
-    assert loop.result(d).check(banana.BananaError)
+    root = loop.root()
+    with pytest.raises(banana.BananaError):
+        root.callRemote("echo", [Caller(), b"x" * (banana.SIZE_LIMIT + 1)])
     assert loop.client._exports.locals == {}
 
 

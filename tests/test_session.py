@@ -157,12 +157,12 @@ def test_closing_fails_pending_calls_and_notifies_once() -> None:
     assert notified == ["gone"]
 
 
-def test_calls_after_closing_fail_with_dead_reference() -> None:
+def test_calls_after_closing_raise_dead_reference() -> None:
     pair = Pair()
     root = pair.root()
     pair.client.connectionLost(LOST)
-    outcome = pair.result(root.callRemote("echo", 1))
-    assert isinstance(outcome, Failure) and outcome.check(DeadReferenceError)
+    with pytest.raises(DeadReferenceError):
+        root.callRemote("echo", 1)
 
 
 def test_a_malformed_message_calls_the_drop_hook() -> None:
