@@ -93,6 +93,15 @@ class CopyableFailure(failure.Failure, Copyable):
         """Always Twisted's tag, so either kind of peer can read it."""
         return COPYABLE_FAILURE
 
+    def jellyFor(self, jellier: Any) -> Any:
+        """Under Twisted's tag in plain ``jelly()`` too (where Twisted's class name is that
+        tag), so ``unjelly(jelly(failure))`` gives a ``CopiedFailure`` on either side."""
+        if jellier.invoker is not None:
+            return super().jellyFor(jellier)
+        sexp = jellier.prepare(self)
+        sexp.extend([COPYABLE_FAILURE, jellier.jelly(self.getStateToCopy())])
+        return jellier.preserve(self, sexp)
+
     def getStateToCopy(self) -> dict[str, Any]:
         """The failure's type, message and class names, and a traceback only if allowed."""
         if self.unsafeTracebacks:

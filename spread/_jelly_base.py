@@ -158,22 +158,10 @@ class DummySecurityOptions:
         return True
 
 
-def basicSecurity() -> SecurityOptions:
-    """A fresh allowlist of the basic types only: ``unjelly``'s secure default."""
-    options = SecurityOptions.__new__(SecurityOptions)
-    options.allowedTypes = _BASIC_TYPES.copy()
-    options.allowedModules = {}
-    options.allowedClasses = {}
-    return options
-
-
-_BASIC_TYPES: dict[bytes, int] = dict.fromkeys(_DEFAULT_TYPES, 1)
-_BASIC_TYPES.update(dict.fromkeys((t.encode("ascii") for t in SecurityOptions.basicTypes), 1))
-
 globalSecurity = SecurityOptions()
 """Basic types plus every class registered with ``setUnjellyableForClass`` (or a factory).
 
-The PB broker's default; pass your own ``SecurityOptions`` to decide alone."""
+The PB broker's default and plain ``unjelly``'s; pass your own ``SecurityOptions`` to decide alone."""
 globalSecurity.allowBasicTypes()
 
 

@@ -10,12 +10,12 @@ spread peer and a Twisted peer understand each other byte for byte::
     {"a": True}   -> [b"dictionary", [[b"unicode", b"a"], [b"boolean", b"true"]]]
     shared [a, a] -> [b"list", [b"reference", 1, <a>], [b"dereference", 1]]
 
-Security: ``unjelly(sexp)`` with no taster accepts basic types only (values,
-lists, tuples, dicts, sets, dates, decimals, shared references). Instances
-need the receiver's consent: register a class with ``setUnjellyableForClass``
-and pass ``taster=globalSecurity``, or pass a ``SecurityOptions`` of your own
-that ``allowInstancesOf`` the class. Twisted's ``unjelly`` default accepts
-anything; ours does not. See docs/serializer.md.
+Security: ``unjelly(sexp)`` with no taster uses ``globalSecurity``: basic types
+(values, lists, tuples, dicts, sets, dates, decimals, shared references) and
+the classes registered with ``setUnjellyableForClass`` (registering is the
+receiver's consent). Any other class needs a ``SecurityOptions`` that
+``allowInstancesOf`` it. Twisted's ``unjelly`` default accepts any class named
+in the data; ours does not. See docs/serializer.md.
 
 Error contract: an s-expression that is malformed or asks for something the
 taster does not allow raises ``InsecureJelly``: wrong shapes, non-wire objects
@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from spread import _jelly_base
 from spread._jelly_base import (
     DummySecurityOptions,
     InsecureJelly,
@@ -102,8 +101,8 @@ def unjelly(
 ) -> Any:
     """The object ``sexp`` stands for, creating only what ``taster`` allows.
 
-    ``taster=None`` allows basic types only (a fresh ``SecurityOptions`` with
-    ``allowBasicTypes()``). Raises ``InsecureJelly`` for anything refused or malformed.
+    ``taster=None`` means ``globalSecurity``: basic types and registered classes.
+    Raises ``InsecureJelly`` for anything refused or malformed.
     ``persistentLoad(id, unjellier)`` rebuilds ``[b"persistent", id]`` forms.
     """
     if _speedups is not None and type(sexp) is list:
@@ -112,17 +111,14 @@ def unjelly(
         if value is not NotImplemented:
             return value
     if taster is None:
-        taster = _jelly_base.basicSecurity()
+        taster = globalSecurity
     return Unjellier(taster, persistentLoad, invoker, maxDepth).unjellyRoot(sexp)
-
-
-_BASIC = _jelly_base.basicSecurity()  # what taster=None allows (read, never changed)
 
 
 def _builtinForms(taster: Any, invoker: Any) -> Callable[[bytes], bool]:
     """Whether a tag means its built-in form in one unjelly call, as the Unjellier decides:
     not taken by the invoker's own forms nor by a registered class, and allowed."""
-    taster = _BASIC if taster is None else taster
+    taster = globalSecurity if taster is None else taster
     protocol = getattr(invoker, "protocolUnjellyables", None) or {}
 
     def builtin(tag: bytes) -> bool:

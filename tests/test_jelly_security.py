@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.spread import jelly as tjelly
 
-from spread import jelly
+from spread import jelly, pb
 from spread.jelly import (
     MAX_DEPTH,
     DummySecurityOptions,
@@ -104,10 +104,25 @@ def test_default_refuses_code_forms(sexp: Any) -> None:
         jelly.unjelly(sexp)
 
 
-def test_registration_alone_does_not_open_the_default() -> None:
+def test_registration_is_consent_for_the_default() -> None:
     setUnjellyableForClass(POINT, Copy)
-    with pytest.raises(InsecureJelly):
+    back = jelly.unjelly(POINT_SEXP)
+    assert type(back) is Copy and back.x == 1
+
+
+def test_the_default_still_refuses_an_unregistered_class() -> None:
+    with pytest.raises(InsecureJelly, match="setUnjellyableForClass|allow"):
         jelly.unjelly(POINT_SEXP)
+
+
+def test_a_copyable_failure_round_trips_through_plain_jelly() -> None:
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        copyable = pb.CopyableFailure()
+    back = jelly.unjelly(jelly.jelly(copyable))
+    assert isinstance(back, pb.CopiedFailure)
+    assert back.check(ValueError) and back.getErrorMessage() == "bad value"
 
 
 def test_dummy_security_options_allow_everything() -> None:
