@@ -53,7 +53,7 @@ class Keyboard(LineReceiver):
             said.addBoth(lambda _: self.unanswered.discard(said))
 
     def refused(self, failure: Any) -> None:
-        if failure.check(pb.NoSuchMethod):
+        if failure.check(AttributeError):  # no perspective_say on a guest's avatar
             print("! guests cannot speak; log in as a member", file=sys.stderr, flush=True)
         else:
             print(f"! {failure.getErrorMessage()}", file=sys.stderr, flush=True)

@@ -161,7 +161,8 @@ class DummySecurityOptions:
 globalSecurity = SecurityOptions()
 """Basic types plus every class registered with ``setUnjellyableForClass`` (or a factory).
 
-The PB broker's default and plain ``unjelly``'s; pass your own ``SecurityOptions`` to decide alone."""
+The PB broker's default and plain ``unjelly``'s; pass your own ``SecurityOptions`` to
+decide alone."""
 globalSecurity.allowBasicTypes()
 
 

@@ -228,12 +228,30 @@ class Jellier:
                 sexp.extend([b"persistent", persistent])
                 return sexp
         cls = obj.__class__
+        if self.invoker is not None:
+            _refuseTwistedFlavor(cls)
         if not self.taster.isClassAllowed(cls):
             return self.unpersistable(f"instance of class {qual(cls)} deemed insecure", sexp)
         sexp.append(qual(cls).encode("utf-8"))
         state = obj.__getstate__() if hasattr(obj, "__getstate__") else obj.__dict__
         sexp.append(self.jelly(state))  # (the public method: keeps the state alive)
         return sexp
+
+
+def _refuseTwistedFlavor(cls: type) -> None:
+    """Refuse, naming the fix, an instance of a ``twisted.spread`` class on a spread broker.
+
+    In a program half-way through the import swap, a class still deriving from
+    Twisted's ``Copyable`` or ``Referenceable`` would otherwise travel as a
+    placeholder and fail much later, far from its cause.
+    """
+    for base in cls.__mro__:
+        if base.__module__.startswith("twisted.spread."):
+            raise TypeError(
+                f"cannot send a {qual(cls)}: it derives from Twisted's "
+                f"{base.__module__}.{base.__qualname__}, which a spread broker does not "
+                f"serialize; import {base.__name__} from spread.pb (or spread.flavors) instead"
+            )
 
 
 def _spaced(fields: tuple[int, ...]) -> bytes:

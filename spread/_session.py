@@ -46,8 +46,7 @@ from spread._failures import (
 from spread._quote import exceptionText, quote
 from spread._serialize import ObjectTables, Registrations, _puid, jellyFlatTuple
 from spread._wirenames import COPYABLE_FAILURE
-from spread.flavors import NoSuchMethod
-from spread.jelly import InsecureJelly, Jellyable, globalSecurity
+from spread.jelly import Jellyable, globalSecurity
 from spread.limits import Limits, withBrokerRefs
 
 _log = Logger()
@@ -338,10 +337,9 @@ class PBSession(ObjectTables):
             self._sendError(failureOf(error), requestID)
 
     def _logCallFailure(self, fail: Failure) -> None:
+        # As Twisted: a pb.Error is the method's answer; anything else (a missing method
+        # and a refused argument too) is logged, bounded, as the error it is.
         if isFailureOf(fail, Error):
-            return
-        if isFailureOf(fail, NoSuchMethod, InsecureJelly):
-            _log.info("refused a call from the peer: {error}", error=exceptionText(fail.value))
             return
         _log.failure("Peer will receive following PB traceback:", loggableFailure(fail))
 

@@ -65,9 +65,14 @@ def findMethod(obj: object, prefix: str, message: str) -> Callable[..., Any]:
     The fixed prefix is the whole access control: nothing without it (no
     dunder, no attribute chain) is reachable from the wire.
     """
-    method = getattr(obj, prefix + message, None)
+    name = prefix + message
+    method = getattr(obj, name, None)
     if method is None or not callable(method):
-        raise NoSuchMethod(f"{type(obj).__name__} has no remote method {prefix}{message}")
+        if prefix == "remote_":
+            raise NoSuchMethod(f"No such method: {name} (on {type(obj).__name__})")
+        # Twisted answers a missing perspective_/view_/observe_ method with the
+        # AttributeError of a plain getattr; a peer may check for that type.
+        raise AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}")
     return method  # type: ignore[no-any-return]
 
 

@@ -1,0 +1,129 @@
+"""Drop-in fidelity: after the import swap a Twisted PB program sees what it saw with Twisted.
+
+Each test pins one behaviour a Twisted program may rely on (or, where spread differs on purpose,
+the error that says so at once) to the place Twisted shows it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_pb import Loop
+from twisted.logger import LogLevel, capturedLogs
+from twisted.spread import flavors as tflavors
+from twisted.spread import pb as tpb
+from twisted.test import iosim
+
+from spread import pb
+
+
+class Echo(pb.Root):
+    def remote_echo(self, value: Any) -> Any:
+        return value
+
+    def remote_twistedCopy(self) -> Any:
+        return HalfMigrated()
+
+
+class HalfMigrated(tpb.Copyable):
+    """A class the import swap missed: it still derives from Twisted's Copyable."""
+
+    def __init__(self) -> None:
+        self.x = 1
+
+
+class HalfMigratedReference(tflavors.Referenceable):
+    def remote_ping(self) -> str:
+        return "pong"
+
+
+# -- a half-migrated program (point 3) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [HalfMigrated(), [1, HalfMigratedReference()]])
+def test_sending_a_twisted_flavor_fails_the_call_naming_the_fix(value: Any) -> None:
+    loop = Loop(Echo())
+    failure = loop.result(loop.root().callRemote("echo", value))
+    assert failure.check(TypeError)
+    message = str(failure.value)
+    assert "twisted.spread" in message and "from spread.pb" in message
+    assert type(value if not isinstance(value, list) else value[1]).__name__ in message
+    assert loop.call("echo", 1) == 1  # and the connection goes on
+
+
+def test_answering_with_a_twisted_flavor_fails_the_call_naming_the_fix() -> None:
+    loop = Loop(Echo())
+    failure = loop.call("twistedCopy")
+    assert failure.check(TypeError)
+    assert "HalfMigrated" in failure.value and "from spread.pb" in failure.value
+
+
+# -- what the server answers and logs (point 4) -----------------------------------------------
+
+
+def twistedLoop(root: Any) -> Loop:
+    """The same in-memory pair, but both brokers Twisted's own."""
+    loop = Loop.__new__(Loop)
+    loop.server_factory = tpb.PBServerFactory(root)
+    loop.client_factory = tpb.PBClientFactory()
+    loop.server = loop.server_factory.buildProtocol(None)
+    loop.client = loop.client_factory.buildProtocol(None)
+    loop.pump = iosim.connect(
+        loop.server, iosim.FakeTransport(loop.server, isServer=True),
+        loop.client, iosim.FakeTransport(loop.client, isServer=False),
+    )
+    return loop
+
+
+def serverRoot(flavors: Any) -> Any:
+    """A root, built from ``flavors`` (spread.pb or twisted.spread.pb), whose methods fail."""
+
+    class Member(flavors.Avatar):
+        def perspective_fail(self) -> None:
+            raise ValueError("member failed")
+
+    class Root(flavors.Root):
+        def remote_fail(self) -> None:
+            raise ValueError("remote failed")
+
+        def remote_refuse(self) -> None:
+            raise flavors.Error("refused on purpose")
+
+        def remote_member(self) -> Any:
+            return flavors.AsReferenceable(Member(), "perspective")
+
+    return Root()
+
+
+def outcome(loop: Loop, path: tuple[str, ...]) -> tuple[str, list[bool]]:
+    """The failure's remote type name for calling ``path`` (a chain of calls), and which log
+    events were written, each True if it is an error."""
+    target = loop.result(loop.client_factory.getRootObject())
+    with capturedLogs() as events:
+        for name in path[:-1]:
+            target = loop.result(target.callRemote(name))
+        failure = loop.result(target.callRemote(path[-1]))
+    remoteType = failure.type.decode() if isinstance(failure.type, bytes) else failure.type
+    errors = (LogLevel.error, LogLevel.critical)
+    return remoteType, [event.get("log_level") in errors for event in events]
+
+
+@pytest.mark.parametrize(
+    ("path", "typeName", "logged"),
+    [
+        (("nothing",), "twisted.spread.flavors.NoSuchMethod", True),
+        (("fail",), "builtins.ValueError", True),
+        (("refuse",), "twisted.spread.pb.Error", False),
+        (("member", "nothing"), "builtins.AttributeError", True),
+        (("member", "fail"), "builtins.ValueError", True),
+    ],
+)
+def test_the_server_answers_and_logs_failures_as_twisted_does(
+    path: tuple[str, ...], typeName: str, logged: bool
+) -> None:
+    theirs = outcome(twistedLoop(serverRoot(tpb)), path)
+    ours = outcome(Loop(serverRoot(pb)), path)
+    assert theirs[0] == ours[0] == typeName
+    assert any(theirs[1]) is logged
+    assert any(ours[1]) is logged
