@@ -19,6 +19,11 @@ A module takes part through two module-level names:
 If the new source or the hook raises, the module's namespace is put back and
 nothing live is touched: the old code keeps running and ``RebuildError`` (with
 the original error as its ``__cause__``) tells the caller.
+
+Code that holds callables outside any module (callback tables, say) can catch
+up by itself: ``lastRebuild`` is when code last changed, ``Sensitive`` objects
+compare it with when they last refreshed, and ``latestClass``,
+``latestFunction`` and ``updateInstance`` find the newest code for an object.
 """
 
 from __future__ import annotations
@@ -27,15 +32,28 @@ import gc
 import importlib
 import linecache
 import sys
+import time
 from collections.abc import Mapping
-from types import FunctionType, ModuleType
+from types import FunctionType, MethodType, ModuleType
 from typing import Any
 
 from twisted.logger import Logger
 
-__all__ = ["NotReloadableError", "RebuildError", "rebuild"]
+__all__ = [
+    "NotReloadableError",
+    "RebuildError",
+    "Sensitive",
+    "lastRebuild",
+    "latestClass",
+    "latestFunction",
+    "rebuild",
+    "updateInstance",
+]
 
 _log = Logger()
+
+# When a rebuild last put new code in place (time.time()); import time until then.
+lastRebuild: float = time.time()
 
 
 class RebuildError(RuntimeError):
@@ -56,6 +74,9 @@ def rebuild(module: ModuleType, doLog: bool = True) -> ModuleType:
     ``importlib.reload``; the ``__rebuild__`` hook may delete them. Classes are
     matched by name at module level. Call it from the reactor thread, so no
     other code runs while objects change class. Returns ``module``.
+
+    ``lastRebuild`` is set once the new source has run; a refused or failed
+    rebuild changes no code, so (unlike Twisted) it leaves it alone.
     """
     name = module.__name__
     if not getattr(module, "__reloadable__", True) or not getattr(
@@ -68,6 +89,8 @@ def rebuild(module: ModuleType, doLog: bool = True) -> ModuleType:
     namespace = module.__dict__
     before = dict(namespace)
     _reexecute(module, before)
+    global lastRebuild
+    lastRebuild = time.time()
     classes = _replaced(before, namespace, name, type)
     functions = _replaced(before, namespace, name, FunctionType)
     stale: set[type] = set()  # old classes some live object could not leave
@@ -216,3 +239,103 @@ def _warnStale(cls: type, error: TypeError) -> None:
         cls=f"{cls.__module__}.{cls.__qualname__}",
         error=error,
     )
+
+
+class Sensitive:
+    """Mixin for objects that keep callables and want to run their newest code.
+
+    ``rebuild`` already moves instances, functions and other modules' names to
+    the new code; what it cannot see is a callable kept somewhere else (a
+    closure, a method bound before its class was replaced). Before running
+    such callables, check ``needRebuildUpdate()``; if it is true, refresh them
+    with ``latestVersionOf`` and call ``rebuildUpToDate()``.
+    """
+
+    # Until the first rebuildUpToDate(), an object counts as current at import time.
+    lastRebuild: float = lastRebuild
+
+    def needRebuildUpdate(self) -> bool:
+        """Whether a rebuild has happened since this object last refreshed."""
+        return self.lastRebuild < _lastRebuild()
+
+    def rebuildUpToDate(self) -> None:
+        """Record that this object now holds the newest code."""
+        self.lastRebuild = time.time()
+
+    def latestVersionOf(self, anObject: Any) -> Any:
+        """The newest version of a function or bound method; anything else unchanged.
+
+        A bound method is looked up again on its object, which ``rebuild``
+        has already moved to the new class.
+        """
+        if isinstance(anObject, FunctionType):
+            return latestFunction(anObject)
+        if isinstance(anObject, MethodType):
+            return getattr(anObject.__self__, anObject.__name__)
+        return anObject
+
+
+def _lastRebuild() -> float:
+    # Read at call time: rebuild() rebinds the module global.
+    return lastRebuild
+
+
+def latestFunction(oldFunc: FunctionType) -> FunctionType:
+    """The function that ``oldFunc``'s module now binds under ``oldFunc``'s name.
+
+    That is the new version after a rebuild. Functions the module cannot name
+    (nested functions, lambdas) or whose name now means something else come
+    back unchanged. Unlike Twisted's, methods are found through their class
+    (by qualified name), and the module need not have been rebuilt by this
+    process.
+    """
+    current = _currentBinding(oldFunc)
+    return current if isinstance(current, FunctionType) else oldFunc
+
+
+def latestClass(oldClass: type) -> type:
+    """The newest version of ``oldClass``, with the newest versions of its bases.
+
+    The newest version is what its module now binds under its qualified name
+    (``oldClass`` itself if that is not a class, or its module is not loaded).
+    If a base was replaced (by a reload that did not rebase subclasses, for
+    example), the class is rebased onto the new base in place; when its
+    layout forbids that, a fresh class with the same namespace and the new
+    bases is returned instead, as Twisted does. Builtin classes come back as
+    they are.
+    """
+    current = _currentBinding(oldClass)
+    if not isinstance(current, type):
+        current = oldClass
+    if current.__module__ == "builtins":
+        return current
+    bases = tuple(latestClass(base) for base in current.__bases__)
+    if bases == current.__bases__:
+        return current
+    try:
+        current.__bases__ = bases
+    except TypeError:
+        namespace = {
+            key: value
+            for key, value in vars(current).items()
+            if key not in ("__dict__", "__weakref__")  # the old class's own slots
+        }
+        return type(current)(current.__name__, bases, namespace)
+    return current
+
+
+def updateInstance(self: object) -> None:
+    """Move ``self`` to the newest version of its class (see ``latestClass``)."""
+    self.__class__ = latestClass(self.__class__)
+
+
+def _currentBinding(obj: Any) -> Any:
+    """What ``obj``'s module binds now under ``obj``'s qualified name, or ``None``.
+
+    Only modules already loaded are looked at: a module nobody imported has
+    no newer version of anything.
+    """
+    found: Any = sys.modules.get(getattr(obj, "__module__", None) or "")
+    for part in getattr(obj, "__qualname__", "").split("."):
+        found = getattr(found, part, None)  # "<locals>" parts end here, with None
+    return found

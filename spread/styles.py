@@ -21,12 +21,20 @@ The version numbers travel under Twisted's keys,
 ``Versioned`` loads here and the other way round. State without a key is
 version 0: that is how data from before a class became ``Versioned``, or from
 a sender that does not stamp versions, looks.
+
+The module also keeps Twisted's pickle helpers for bound methods, modules and
+string buffers (``pickleMethod`` and friends). Unlike Twisted, importing it
+does not register them with ``copyreg`` for the whole process; pass them in a
+pickler's ``dispatch_table`` where you want them.
 """
 
 from __future__ import annotations
 
+import importlib
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from io import StringIO
+from types import MethodType, ModuleType
 from typing import Any, TypeVar
 
 from twisted.logger import Logger
@@ -36,10 +44,21 @@ __all__ = [
     "VersionError",
     "Versioned",
     "doUpgrade",
+    "oldModules",
+    "pickleMethod",
+    "pickleModule",
+    "pickleStringI",
+    "pickleStringO",
     "requireUpgrade",
+    "unpickleMethod",
+    "unpickleModule",
+    "unpickleStringI",
+    "unpickleStringO",
     "upgradeState",
+    "upgraded",
     "versionKey",
     "versionedState",
+    "versionedsToUpgrade",
 ]
 
 _log = Logger()
@@ -49,11 +68,13 @@ _KEY_SUFFIX = ".persistenceVersion"
 _T = TypeVar("_T")
 
 
-class VersionError(ValueError):
+class VersionError(ValueError, AssertionError):
     """State was written by a newer version of a class than this program has.
 
     ``Versioned`` only moves forward: there are no downgrade methods, so the
-    only fixes are running the newer code here or getting older state.
+    only fixes are running the newer code here or getting older state. It is
+    also an ``AssertionError`` because that is what Twisted raises, so code
+    written against Twisted (``except AssertionError``) still catches it.
     """
 
 
@@ -117,30 +138,145 @@ class Versioned:
         behind = _takeVersions(type(self), own)
         self.__dict__ = own
         if behind:
-            _schedule(self, behind)
+            versionedsToUpgrade.add(self, behind)
 
 
-# The objects loaded but not yet upgraded, by id(), with what each needs. It is
-# module-level because doUpgrade() takes no arguments in Twisted's API. Unlike
-# Twisted's, it holds objects weakly: one dropped before doUpgrade() needs no
-# upgrade, and a long-running program that never calls doUpgrade() (objects
-# restored by a network peer, say) must not accumulate them.
-_pending: dict[int, tuple[Callable[[], Versioned | None], dict[type[Versioned], int]]] = {}
+_Behind = dict[type[Versioned], int]
 
 
-def _schedule(obj: Versioned, behind: dict[type[Versioned], int]) -> None:
-    key = id(obj)
+class _Waiting:
+    """One loaded object in ``versionedsToUpgrade``: how to reach it and what it needs."""
 
-    def forget(ref: object) -> None:
-        entry = _pending.get(key)
-        if entry is not None and entry[0] is ref:
-            del _pending[key]
+    __slots__ = ("behind", "done", "handle")
 
-    try:
-        handle: Callable[[], Versioned | None] = weakref.ref(obj, forget)
-    except TypeError:  # no weak references to subclasses of int, tuple, ...
-        handle = lambda: obj  # noqa: E731
-    _pending[key] = (handle, behind)
+    def __init__(self, handle: Callable[[], Versioned | None], behind: _Behind) -> None:
+        self.handle = handle
+        self.behind = behind
+        self.done = False  # its upgrades ran (or ``upgraded`` says so): listed there
+
+
+class _VersionedsToUpgrade(MutableMapping[int, Versioned]):
+    """Objects loaded since the last ``doUpgrade()`` that needed upgrading, by ``id()``.
+
+    Published as Twisted's ``versionedsToUpgrade``, so code that reads or clears
+    it keeps working; it is one object for the life of the process, so a name
+    imported from this module never goes stale. Unlike Twisted's dict it holds
+    objects weakly: one dropped before ``doUpgrade()`` needs no upgrade, and a
+    program that never calls ``doUpgrade()`` (objects restored by a network
+    peer, say) must not accumulate them. Objects whose state is already
+    current have nothing to upgrade and are not listed.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, _Waiting] = {}
+
+    def __getitem__(self, key: int) -> Versioned:
+        obj = self.waiting[key].handle()
+        if obj is None:
+            raise KeyError(key)
+        return obj
+
+    def __setitem__(self, key: int, obj: Versioned) -> None:
+        """Queue ``obj`` by hand, as Twisted's ``__setstate__`` does: its saved
+        versions are read (and removed) from its ``__dict__``."""
+        if key != id(obj):
+            raise KeyError(f"versionedsToUpgrade is keyed by id(obj), {id(obj)}, not {key}")
+        self.add(obj, _takeVersions(type(obj), obj.__dict__))
+
+    def __delitem__(self, key: int) -> None:
+        del self.waiting[key]
+
+    def __iter__(self) -> Iterator[int]:
+        # A snapshot: weak-reference callbacks and upgrades may change the table.
+        return iter(list(self.waiting))
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def clear(self) -> None:
+        # The inherited clear() stops at the first entry whose object just died.
+        self.waiting.clear()
+
+    def add(self, obj: Versioned, behind: _Behind) -> None:
+        """List ``obj`` (replacing any earlier entry for it) until it is upgraded."""
+        key = id(obj)
+
+        def forget(ref: object) -> None:
+            entry = self.waiting.get(key)
+            if entry is not None and entry.handle is ref:
+                del self.waiting[key]
+
+        try:
+            handle: Callable[[], Versioned | None] = weakref.ref(obj, forget)
+        except TypeError:  # no weak references to subclasses of int, tuple, ...
+            handle = lambda: obj  # noqa: E731
+        self.waiting[key] = _Waiting(handle, behind)
+
+    def upgrade(self, key: int) -> None:
+        """Run the upgrades of the object listed under ``key``, unless they already ran.
+
+        It stays listed, marked as upgraded, until ``doUpgrade()`` ends, as in
+        Twisted; one held strongly is let go at once instead, so it cannot leak.
+        """
+        entry = self.waiting.get(key)
+        if entry is None or entry.done:
+            return
+        obj = entry.handle()
+        if obj is None:  # dropped; its weak-reference callback has not run yet
+            del self.waiting[key]
+            return
+        entry.done = True  # before running, so an upgrade that requires itself does not loop
+        if not isinstance(entry.handle, weakref.ref):
+            del self.waiting[key]
+        _runUpgrades(obj, entry.behind)
+
+    def notUpgraded(self) -> list[int]:
+        """The keys whose upgrades have not run yet."""
+        return [key for key, entry in list(self.waiting.items()) if not entry.done]
+
+
+class _Upgraded(MutableMapping[int, int]):
+    """The ids in ``versionedsToUpgrade`` whose upgrades already ran, each mapped to 1.
+
+    Published as Twisted's ``upgraded``. It is a view of the same table, not a
+    second record: marking an id here makes ``doUpgrade()`` skip that object,
+    and deleting it lets ``requireUpgrade()`` run the upgrades again, as in
+    Twisted.
+    """
+
+    def __init__(self, table: _VersionedsToUpgrade) -> None:
+        self.table = table
+
+    def __getitem__(self, key: int) -> int:
+        if not self.table.waiting[key].done:
+            raise KeyError(key)
+        return 1
+
+    def __setitem__(self, key: int, value: int) -> None:
+        entry = self.table.waiting.get(key)
+        if entry is None:
+            raise KeyError(
+                f"{key} is not in versionedsToUpgrade; only objects waiting for an "
+                "upgrade can be marked as upgraded"
+            )
+        entry.done = True
+
+    def __delitem__(self, key: int) -> None:
+        entry = self.table.waiting.get(key)
+        if entry is None or not entry.done:
+            raise KeyError(key)
+        entry.done = False
+
+    def __iter__(self) -> Iterator[int]:
+        return iter([key for key, entry in list(self.table.waiting.items()) if entry.done])
+
+    def __len__(self) -> int:
+        return sum(1 for entry in list(self.table.waiting.values()) if entry.done)
+
+
+# Module-level because doUpgrade() takes no arguments in Twisted's API.
+versionedsToUpgrade = _VersionedsToUpgrade()
+upgraded = _Upgraded(versionedsToUpgrade)
 
 
 def doUpgrade() -> None:
@@ -149,32 +285,25 @@ def doUpgrade() -> None:
     Call it after unpickling, once the whole graph is loaded. Objects loaded
     by an upgrade method (a nested ``pickle.load``) are upgraded too. If an
     upgrade method raises, the error propagates; objects not yet upgraded stay
-    pending for the next call.
+    pending for the next call. At the end ``versionedsToUpgrade`` (and so
+    ``upgraded``) is empty.
     """
-    while _pending:
-        # A snapshot of the keys: weak-reference callbacks and nested calls
-        # may remove entries at any moment.
-        for key in list(_pending):
-            entry = _pending.pop(key, None)
-            obj = entry[0]() if entry is not None else None
-            if entry is not None and obj is not None:
-                _runUpgrades(obj, entry[1])
+    while waiting := versionedsToUpgrade.notUpgraded():
+        for key in waiting:
+            versionedsToUpgrade.upgrade(key)
+    versionedsToUpgrade.clear()
 
 
 def requireUpgrade(obj: _T) -> _T:
     """Upgrade ``obj`` now if it is waiting for ``doUpgrade()``, and return it.
 
     For upgrade methods that read another loaded object and need it in its
-    current layout first. Calling it on an object with nothing to upgrade does
-    nothing.
+    current layout first. Calling it on an object with nothing to upgrade,
+    or already upgraded, does nothing.
     """
-    key = id(obj)
-    entry = _pending.get(key)
-    if entry is not None:
-        loaded = entry[0]()
-        if loaded is not None and id(loaded) == key:  # both alive: the same object
-            del _pending[key]
-            _runUpgrades(loaded, entry[1])
+    entry = versionedsToUpgrade.waiting.get(id(obj))
+    if entry is not None and entry.handle() is obj:
+        versionedsToUpgrade.upgrade(id(obj))
     return obj
 
 
@@ -309,3 +438,94 @@ def _runUpgrades(obj: Versioned, behind: Mapping[type[Versioned], int]) -> None:
                 )
                 continue
             method.__get__(obj, level)()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pickle helpers for objects pickle cannot reduce on its own (Twisted's copyreg reducers)
+
+# Old module name -> the name it moved to, for pickles that name a module by
+# its old name (see unpickleModule). Applications fill it in.
+oldModules: dict[str, str] = {}
+
+
+def pickleMethod(
+    method: MethodType,
+) -> tuple[Callable[[str, object, type | None], Any], tuple[str, object, type]]:
+    """Reduce a bound method to its name, instance and the instance's class.
+
+    The method is then found again by name when loading, so a pickle survives
+    changes to the method's code.
+    """
+    instance = method.__self__
+    return unpickleMethod, (method.__name__, instance, instance.__class__)
+
+
+def unpickleMethod(im_name: str, im_self: object, im_class: type | None) -> Any:
+    """Rebuild what ``pickleMethod`` reduced: ``im_self``'s method called ``im_name``.
+
+    Without an instance, the attribute of ``im_class`` itself is returned.
+    When the saved class no longer has the method (the class was renamed or
+    changed since the pickle was written), the instance's current class is
+    searched; ``AttributeError`` if neither has it.
+    """
+    if im_self is None:
+        return getattr(im_class, im_name)
+    try:
+        function = getattr(im_class, im_name)
+    except AttributeError:
+        current = im_self.__class__
+        if current is im_class:
+            raise
+        _log.info(
+            "method {name} is not on {saved}; using {current}'s",
+            name=im_name,
+            saved=im_class,
+            current=current,
+        )
+        function = getattr(current, im_name)
+    return MethodType(function, im_self)
+
+
+def pickleModule(module: ModuleType) -> tuple[Callable[[str], ModuleType], tuple[str]]:
+    """Reduce a module to its name; loading imports it again."""
+    return unpickleModule, (module.__name__,)
+
+
+def unpickleModule(name: str) -> ModuleType:
+    """Import the module a pickle names, following ``oldModules`` if it moved."""
+    moved = oldModules.get(name)
+    if moved is not None:
+        _log.info("module {old} has moved to {new}", old=name, new=moved)
+        name = moved
+    return importlib.import_module(name)
+
+
+def pickleStringI(stringi: StringIO) -> tuple[Callable[[str, int], StringIO], tuple[str, int]]:
+    """Reduce an input buffer to its text and read position."""
+    return unpickleStringI, (stringi.getvalue(), stringi.tell())
+
+
+def unpickleStringI(val: str, sek: int) -> StringIO:
+    """A ``StringIO`` holding ``val``, positioned at ``sek``.
+
+    Also what Python 2 pickles of ``cStringIO`` input buffers load as.
+    """
+    buffer = StringIO(val)
+    buffer.seek(sek)
+    return buffer
+
+
+def pickleStringO(stringo: StringIO) -> tuple[Callable[[str, int], StringIO], tuple[str, int]]:
+    """Reduce an output buffer to its text and write position."""
+    return unpickleStringO, (stringo.getvalue(), stringo.tell())
+
+
+def unpickleStringO(val: str, sek: int) -> StringIO:
+    """A ``StringIO`` holding ``val``, positioned at ``sek``, for further writes.
+
+    Also what Python 2 pickles of ``cStringIO`` output buffers load as.
+    """
+    buffer = StringIO()
+    buffer.write(val)
+    buffer.seek(sek)
+    return buffer

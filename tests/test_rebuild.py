@@ -5,17 +5,21 @@ running; the __rebuild__ hook carries state; the samples of docs/upgrading.md.""
 from __future__ import annotations
 
 import importlib
+import io
 import re
 import sys
 import textwrap
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.python import rebuild as twisted_rebuild
 
+from spread import rebuild as spread_rebuild
 from spread.rebuild import NotReloadableError, RebuildError, rebuild
 
 DOC = Path(__file__).parent.parent / "docs" / "upgrading.md"
@@ -346,3 +350,209 @@ def test_module_can_rebuild_itself_from_a_running_method(tree: SourceTree) -> No
     tree.write("app", source.replace("return 1", "return 2"))
     assert admin.reload() == "reloaded"
     assert admin.version() == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for code that keeps callables: latestClass, latestFunction, updateInstance, Sensitive,
+# lastRebuild. Tests taking ``impl`` run the same steps against twisted.python.rebuild, to show
+# we behave as it does; the others pin down where we deliberately differ.
+
+IMPLEMENTATIONS = [
+    pytest.param(spread_rebuild, id="spread"),
+    pytest.param(twisted_rebuild, id="twisted"),
+]
+
+
+@pytest.fixture
+def scratch() -> Iterator[Callable[..., ModuleType]]:
+    """Modules that exist only in sys.modules; running more source in one redefines its
+    classes, as a reload that does not move live objects (Twisted's own tests do the same)."""
+    made: dict[str, ModuleType] = {}
+
+    def run(short: str, source: str = "") -> ModuleType:
+        name = f"scratch_{short}"
+        module = made.setdefault(name, ModuleType(name))
+        sys.modules[name] = module
+        exec(textwrap.dedent(source), module.__dict__)
+        return module
+
+    yield run
+    for name in made:
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_updateInstance_moves_an_instance_to_the_class_its_module_binds_now(
+    impl: Any, scratch: Callable[..., ModuleType]
+) -> None:
+    app = scratch("app", "class Base:\n    pass\nclass Thing(Base):\n    pass\n")
+    thing = app.Thing()
+    scratch(
+        "app",
+        """
+        class Base:
+            def greet(self):
+                return "new base"
+        class Thing(Base):
+            size = 10
+        """,
+    )
+    impl.updateInstance(thing)
+    assert type(thing) is app.Thing
+    assert (thing.greet(), thing.size) == ("new base", 10)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_latestClass_rebases_a_subclass_whose_base_was_replaced(
+    impl: Any, scratch: Callable[..., ModuleType]
+) -> None:
+    base = scratch("base", "class Base:\n    pass\n")
+    user = scratch("user", "import scratch_base\nclass Sub(scratch_base.Base):\n    pass\n")
+    scratch("base", "class Base:\n    def greet(self):\n        return 'new'\n")
+    assert impl.latestClass(user.Sub) is user.Sub
+    assert user.Sub.__bases__ == (base.Base,)
+    assert user.Sub().greet() == "new"
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_latestClass_of_a_builtin_is_itself(impl: Any) -> None:
+    for builtin in (Exception, object, int, dict):
+        assert impl.latestClass(builtin) is builtin
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_updateInstance_keeps_the_state_of_slotted_and_builtin_subclasses(
+    impl: Any, scratch: Callable[..., ModuleType]
+) -> None:
+    source = "class Slotted:\n    __slots__ = ['a']\nclass Items(list):\n    pass\n"
+    app = scratch("app", source)
+    slotted, items = app.Slotted(), app.Items([2])
+    slotted.a = 7
+    scratch("app", source)
+    impl.updateInstance(slotted)
+    impl.updateInstance(items)
+    assert (type(slotted), slotted.a) == (app.Slotted, 7)
+    assert (type(items), items) == (app.Items, [2])
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_latestClass_that_cannot_take_the_new_base_is_copied_onto_it(
+    impl: Any, scratch: Callable[..., ModuleType]
+) -> None:
+    # The new base has another layout, so the subclass cannot switch to it in place.
+    base = scratch("base", "class Base:\n    __slots__ = ('a',)\n")
+    user = scratch("user", "import scratch_base\nclass Sub(scratch_base.Base):\n    kind = 'sub'\n")
+    old_sub = user.Sub
+    scratch("base", "class Base:\n    __slots__ = ('a', 'b')\n")
+    fresh = impl.latestClass(old_sub)
+    assert fresh is not old_sub
+    assert old_sub.__bases__ != (base.Base,)
+    assert (fresh.__name__, fresh.__bases__, fresh.kind) == ("Sub", (base.Base,), "sub")
+
+
+def test_latestClass_leaves_classes_written_in_c_alone() -> None:
+    # Twisted's returns a copy of io.StringIO here (it cannot set the bases of a C class).
+    assert spread_rebuild.latestClass(io.StringIO) is io.StringIO
+
+
+def test_latestClass_finds_a_nested_class_by_its_qualified_name(
+    scratch: Callable[..., ModuleType],
+) -> None:
+    # Twisted's looks the name "Inner" up at module level and raises AttributeError.
+    source = "class Outer:\n    class Inner:\n        pass\n"
+    app = scratch("app", source)
+    old_inner = app.Outer.Inner
+    scratch("app", source)
+    assert spread_rebuild.latestClass(old_inner) is app.Outer.Inner is not old_inner
+
+
+def test_latestClass_of_a_class_its_module_cannot_name_is_itself() -> None:
+    class Local:
+        pass
+
+    assert spread_rebuild.latestClass(Local) is Local
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_latestFunction_after_a_rebuild_is_the_new_function(impl: Any, tree: SourceTree) -> None:
+    app = tree.load("app", GREETER)
+    old_shout = app.shout
+    tree.write("app", GREETER_V2)
+    impl.rebuild(app, doLog=False)
+    assert impl.latestFunction(old_shout) is app.shout is not old_shout
+    assert app.shout() == "HEY AGAIN"
+
+
+def helper() -> str:
+    return "helper"
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_latestFunction_of_a_module_not_rebuilt_is_itself(impl: Any) -> None:
+    def nested() -> None:
+        pass
+
+    assert impl.latestFunction(helper) is helper
+    assert impl.latestFunction(nested) is nested
+
+
+def test_latestFunction_finds_a_method_through_its_class(
+    scratch: Callable[..., ModuleType],
+) -> None:
+    # Twisted's looks the name "greet" up at module level and raises AttributeError.
+    source = "class Greeter:\n    def greet(self):\n        return 'hi'\n"
+    app = scratch("app", source)
+    old_greet = app.Greeter.greet
+    scratch("app", source)
+    assert spread_rebuild.latestFunction(old_greet) is app.Greeter.greet is not old_greet
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_Sensitive_latestVersionOf_handles_functions_methods_and_the_rest(impl: Any) -> None:
+    class Handlers(impl.Sensitive):  # type: ignore[misc]
+        def handle(self) -> str:
+            return "handled"
+
+    handlers = Handlers()
+    handlers.rebuildUpToDate()
+    assert not handlers.needRebuildUpdate()
+    assert handlers.latestVersionOf(Handlers.handle) is Handlers.handle
+    assert handlers.latestVersionOf(handlers.handle) == handlers.handle
+    assert handlers.latestVersionOf(helper) is helper
+    for unchanged in (Handlers, Exception, 42):
+        assert handlers.latestVersionOf(unchanged) is unchanged
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_Sensitive_needs_an_update_after_a_rebuild(impl: Any, tree: SourceTree) -> None:
+    app = tree.load("app", GREETER)
+    handlers = impl.Sensitive()
+    handlers.rebuildUpToDate()
+    tree.write("app", GREETER_V2)
+    impl.rebuild(app, doLog=False)
+    assert handlers.needRebuildUpdate()
+    handlers.rebuildUpToDate()
+    assert not handlers.needRebuildUpdate()
+
+
+def test_lastRebuild_moves_only_when_new_code_is_in_place(tree: SourceTree) -> None:
+    app = tree.load("app", GREETER + "\n__reloadable__ = False\n")
+    before = spread_rebuild.lastRebuild
+    with pytest.raises(NotReloadableError):  # Twisted's moves it even for a refused rebuild
+        rebuild(app)
+    assert spread_rebuild.lastRebuild == before
+    rebuild(tree.load("other", GREETER))
+    assert spread_rebuild.lastRebuild > before
+
+
+NEW_NAMES = ["latestClass", "latestFunction", "updateInstance", "Sensitive", "lastRebuild"]
+
+
+@pytest.mark.parametrize("name", NEW_NAMES)
+def test_new_names_are_not_deprecated_as_in_twisted(name: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        theirs = getattr(twisted_rebuild, name)
+        getattr(spread_rebuild, name)
+    assert not hasattr(theirs, "deprecatedVersion")  # what twisted.python.deprecate sets
+    assert [str(warning.message) for warning in caught] == []

@@ -3,13 +3,18 @@ upgradeState), Twisted's key format both ways, and the samples of docs/upgrading
 
 from __future__ import annotations
 
+import copyreg
 import gc
+import io
+import json
+import os.path
 import pickle
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
+from types import MethodType, ModuleType
 from typing import Any
 
 import pytest
@@ -44,9 +49,9 @@ def doc_sample(first_line: str) -> str:
 @pytest.fixture(autouse=True)
 def no_pending_upgrades() -> Iterator[None]:
     """Each test starts and ends with nothing waiting for doUpgrade()."""
-    styles._pending.clear()
+    styles.versionedsToUpgrade.clear()
     yield
-    styles._pending.clear()
+    styles.versionedsToUpgrade.clear()
 
 
 @pytest.fixture
@@ -245,7 +250,7 @@ def test_state_without_versions_is_version_zero() -> None:
 
 def test_state_at_the_current_version_is_not_queued() -> None:
     pickle.loads(pickle.dumps(Child()))
-    assert styles._pending == {}
+    assert styles.versionedsToUpgrade == {}
 
 
 def test_newer_pickle_is_refused_on_load(versions: Callable[[type, int], None]) -> None:
@@ -320,10 +325,10 @@ def test_object_dropped_before_doUpgrade_is_forgotten(
     saved = pickle.dumps(Counted())
     versions(Counted, 2)
     loaded = pickle.loads(saved)
-    assert len(styles._pending) == 1
+    assert len(styles.versionedsToUpgrade) == 1
     del loaded
     gc.collect()
-    assert styles._pending == {}
+    assert styles.versionedsToUpgrade == {}
 
 
 def test_versioned_without_weak_references_is_still_upgraded() -> None:
@@ -574,3 +579,295 @@ def test_upgradeState_any_received_version_upgrades_or_raises_VersionError(
     else:
         assert version is None or (type(version) is int and 0 <= version <= 3)
         assert versionKey(ReceiverThing) not in upgraded
+
+
+# ---------------------------------------------------------------------------------------------
+# Twisted's tables of objects waiting for doUpgrade(): versionedsToUpgrade and upgraded, read
+# and changed the way Twisted code does, side by side with twisted.persisted.styles
+
+
+class TwistedCounted(twisted_styles.Versioned):
+    """Twisted's twin of Counted."""
+
+    persistenceVersion = 1
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def upgradeToVersion2(self) -> None:
+        self.calls.append("Counted2")
+
+
+@pytest.fixture
+def twisted_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twisted's tables start empty and are put back afterwards (its doUpgrade rebinds them)."""
+    monkeypatch.setattr(twisted_styles, "versionedsToUpgrade", {})
+    monkeypatch.setattr(twisted_styles, "upgraded", {})
+
+
+@pytest.fixture
+def twins(
+    versions: Callable[[type, int], None], twisted_tables: None
+) -> Callable[[], list[tuple[Any, Any]]]:
+    """Load a Counted and a TwistedCounted saved at version 1 into code at version 2; return
+    (styles module, loaded object) pairs."""
+
+    def load() -> list[tuple[Any, Any]]:
+        saved = [pickle.dumps(Counted()), pickle.dumps(TwistedCounted())]
+        versions(Counted, 2)
+        versions(TwistedCounted, 2)
+        return [(styles, pickle.loads(saved[0])), (twisted_styles, pickle.loads(saved[1]))]
+
+    return load
+
+
+def test_loaded_object_is_listed_in_versionedsToUpgrade_as_in_twisted(
+    twins: Callable[[], list[tuple[Any, Any]]],
+) -> None:
+    for module, loaded in twins():
+        assert list(module.versionedsToUpgrade) == [id(loaded)]
+        assert module.versionedsToUpgrade[id(loaded)] is loaded
+        assert module.upgraded == {}
+
+
+def test_requireUpgrade_marks_the_object_upgraded_as_in_twisted(
+    twins: Callable[[], list[tuple[Any, Any]]],
+) -> None:
+    for module, loaded in twins():
+        module.requireUpgrade(loaded)
+        module.requireUpgrade(loaded)
+        assert loaded.calls == ["Counted2"]
+        assert module.upgraded == {id(loaded): 1}
+        assert id(loaded) in module.versionedsToUpgrade  # until doUpgrade() ends
+
+
+def test_doUpgrade_empties_both_tables_as_in_twisted(
+    twins: Callable[[], list[tuple[Any, Any]]],
+) -> None:
+    for module, loaded in twins():
+        module.requireUpgrade(loaded)
+        module.doUpgrade()
+        assert (module.versionedsToUpgrade, module.upgraded) == ({}, {})
+
+
+def test_clearing_versionedsToUpgrade_cancels_the_upgrades_as_in_twisted(
+    twins: Callable[[], list[tuple[Any, Any]]],
+) -> None:
+    for module, loaded in twins():
+        module.versionedsToUpgrade.clear()
+        module.doUpgrade()
+        assert loaded.calls == []
+
+
+def test_object_marked_in_upgraded_is_skipped_as_in_twisted(
+    twins: Callable[[], list[tuple[Any, Any]]],
+) -> None:
+    for module, loaded in twins():
+        module.upgraded[id(loaded)] = 1
+        module.doUpgrade()
+        assert loaded.calls == []
+
+
+def test_object_unmarked_in_upgraded_is_upgraded_again_as_in_twisted(
+    twins: Callable[[], list[tuple[Any, Any]]],
+) -> None:
+    for module, loaded in twins():
+        module.requireUpgrade(loaded)
+        del module.upgraded[id(loaded)]
+        module.requireUpgrade(loaded)
+        assert loaded.calls == ["Counted2", "Counted2"]
+
+
+@pytest.mark.usefixtures("twisted_tables")
+def test_object_queued_by_hand_with_its_versions_in_its_dict_is_upgraded_as_in_twisted(
+    versions: Callable[[type, int], None],
+) -> None:
+    # What Twisted's own __setstate__ does, and so what a Twisted-style override may do.
+    for module, cls in ((styles, Counted), (twisted_styles, TwistedCounted)):
+        obj = cls.__new__(cls)
+        obj.__dict__ = {"calls": [], versionKey(cls): 1}
+        versions(cls, 2)
+        module.versionedsToUpgrade[id(obj)] = obj
+        module.doUpgrade()
+        assert obj.__dict__ == {"calls": ["Counted2"]}
+
+
+def test_the_tables_are_the_same_objects_after_doUpgrade() -> None:
+    # Twisted's doUpgrade() binds new dicts, so a name imported from it goes stale; ours stay.
+    tables = (styles.versionedsToUpgrade, styles.upgraded)
+    doUpgrade()
+    assert (styles.versionedsToUpgrade, styles.upgraded) == tables
+    assert styles.versionedsToUpgrade is tables[0]
+    assert styles.upgraded is tables[1]
+
+
+def test_only_objects_waiting_for_an_upgrade_can_be_marked_upgraded() -> None:
+    with pytest.raises(KeyError, match="not in versionedsToUpgrade"):
+        styles.upgraded[id(object())] = 1
+
+
+def test_versionedsToUpgrade_is_keyed_by_id() -> None:
+    loaded = Counted()
+    with pytest.raises(KeyError, match="keyed by id"):
+        styles.versionedsToUpgrade[id(loaded) + 1] = loaded
+
+
+# ---------------------------------------------------------------------------------------------
+# VersionError is what Twisted raises too
+
+
+@pytest.mark.usefixtures("twisted_tables")
+def test_newer_state_is_refused_with_an_AssertionError_as_in_twisted(
+    versions: Callable[[type, int], None],
+) -> None:
+    versions(Counted, 5)
+    versions(TwistedCounted, 5)
+    saved, twisted_saved = pickle.dumps(Counted()), pickle.dumps(TwistedCounted())
+    versions(Counted, 3)
+    versions(TwistedCounted, 3)
+    with pytest.raises(AssertionError):
+        pickle.loads(twisted_saved)
+        twisted_styles.doUpgrade()  # Twisted refuses when upgrading, we when loading
+    with pytest.raises(AssertionError):
+        pickle.loads(saved)
+
+
+def test_VersionError_is_both_a_ValueError_and_an_AssertionError() -> None:
+    assert issubclass(VersionError, ValueError)
+    assert issubclass(VersionError, AssertionError)
+    with pytest.raises(AssertionError):
+        upgradeState(ReceiverThing, {versionKey(ReceiverThing): 4})
+
+
+# ---------------------------------------------------------------------------------------------
+# Pickle helpers for bound methods, modules and string buffers, side by side with Twisted's
+
+IMPLEMENTATIONS = [
+    pytest.param(styles, id="spread"),
+    pytest.param(twisted_styles, id="twisted"),
+]
+
+
+class Account:
+    def __init__(self) -> None:
+        self.owner = "alice"
+
+    def describe(self) -> str:
+        return f"account of {self.owner}"
+
+
+class Unrelated:
+    pass
+
+
+def test_pickleMethod_reduces_as_twisted_does() -> None:
+    account = Account()
+    ours, theirs = (
+        styles.pickleMethod(account.describe),
+        twisted_styles.pickleMethod(account.describe),
+    )
+    assert (ours[0], theirs[0]) == (styles.unpickleMethod, twisted_styles.unpickleMethod)
+    assert ours[1] == theirs[1] == ("describe", account, Account)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_unpickleMethod_binds_a_new_method_to_the_instance(impl: Any) -> None:
+    account = Account()
+    method = impl.unpickleMethod("describe", account, Account)
+    assert method == account.describe
+    assert method is not account.describe
+    account.owner = "bob"
+    assert method() == "account of bob"
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_unpickleMethod_falls_back_to_the_instances_class(impl: Any) -> None:
+    account = Account()
+    assert impl.unpickleMethod("describe", account, Unrelated) == account.describe
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_unpickleMethod_without_an_instance_returns_the_class_attribute(impl: Any) -> None:
+    assert impl.unpickleMethod("describe", None, Account) is Account.describe
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_unpickleMethod_of_a_method_nobody_has_raises_AttributeError(impl: Any) -> None:
+    with pytest.raises(AttributeError):
+        impl.unpickleMethod("missing", Account(), Unrelated)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_pickleModule_and_unpickleModule_go_by_name(impl: Any) -> None:
+    reduce_module, args = impl.pickleModule(os.path)
+    assert (reduce_module, args) == (impl.unpickleModule, (os.path.__name__,))
+    assert impl.unpickleModule(*args) is os.path
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_unpickleModule_follows_oldModules(impl: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(impl.oldModules, "app.serializer", "json")
+    assert impl.unpickleModule("app.serializer") is json
+
+
+def test_helpers_in_a_dispatch_table_round_trip_methods_and_modules() -> None:
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer)
+    pickler.dispatch_table = {MethodType: styles.pickleMethod, ModuleType: styles.pickleModule}
+    pickler.dump([Account().describe, json])
+    method, module = pickle.loads(buffer.getvalue())
+    assert (method(), module) == ("account of alice", json)
+
+
+def test_importing_styles_registers_nothing_with_copyreg() -> None:
+    # Twisted's import registers its reducers for every pickle in the process; ours does not.
+    assert not {styles.pickleMethod, styles.pickleModule} & set(copyreg.dispatch_table.values())
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("kind", ["I", "O"])
+def test_string_buffers_reduce_to_text_and_position(impl: Any, kind: str) -> None:
+    buffer = io.StringIO("text")
+    buffer.seek(2)
+    rebuild_buffer, args = getattr(impl, f"pickleString{kind}")(buffer)
+    assert (rebuild_buffer, args) == (getattr(impl, f"unpickleString{kind}"), ("text", 2))
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_unpickleStringI_reads_on_from_the_saved_position(impl: Any) -> None:
+    buffer = impl.unpickleStringI("test", 2)
+    assert type(buffer) is io.StringIO
+    assert (buffer.read(), buffer.getvalue()) == ("st", "test")
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_unpickleStringO_writes_on_from_the_saved_position(impl: Any) -> None:
+    buffer = impl.unpickleStringO("test", 2)
+    buffer.write("ST")
+    assert type(buffer) is io.StringIO
+    assert buffer.getvalue() == "teST"
+
+
+NEW_NAMES = [
+    "upgraded",
+    "versionedsToUpgrade",
+    "oldModules",
+    "pickleMethod",
+    "unpickleMethod",
+    "pickleModule",
+    "unpickleModule",
+    "pickleStringI",
+    "pickleStringO",
+    "unpickleStringI",
+    "unpickleStringO",
+]
+
+
+@pytest.mark.parametrize("name", NEW_NAMES)
+def test_new_names_are_not_deprecated_as_in_twisted(name: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        theirs = getattr(twisted_styles, name)
+        getattr(styles, name)
+    assert not hasattr(theirs, "deprecatedVersion")  # what twisted.python.deprecate sets
+    assert [str(warning.message) for warning in caught] == []
