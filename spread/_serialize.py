@@ -33,6 +33,7 @@ from spread._broker import (
     ImportedReferences,
     Local,
     ReleaseQueue,
+    TooManyReferences,
     blank,
 )
 from spread._calls import CallSender
@@ -107,6 +108,9 @@ class ObjectTables:
     jellyMethod: Any = None
     jellyArgs: Any = None
     jellyKw: Any = None
+    maxBrokerRefsViolations = 0
+    """Times the peer went past the reference or cache limit; the fourth ends the
+    connection (as in Twisted), since a peer that keeps asking will not stop."""
 
     def __init__(self, security: Any, limits: Limits) -> None:
         self.security = security
@@ -140,6 +144,17 @@ class ObjectTables:
 
         Without a scheduler, releases wait for ``flushReleases()``.
         """
+
+    def _dropConnection(self) -> None:
+        """End the connection (the session's hook; nothing to end here)."""
+
+    def _overLimit(self, error: TooManyReferences) -> TooManyReferences:
+        """Count a refusal past the reference or cache limit; the fourth drops the peer."""
+        self.maxBrokerRefsViolations += 1
+        if self.maxBrokerRefsViolations <= 3:
+            return error
+        self._dropConnection()
+        return TooManyReferences(f"{error}. Goodbye: the peer went past it 4 times")
 
     # -- serializing ------------------------------------------------------------------------
 
@@ -350,7 +365,10 @@ class ObjectTables:
 
     def registerReference(self, object: Any) -> int:
         """Export ``object`` by reference (once more) and return the id the peer will use."""
-        luid = self._exports.register(object, _puid(object))
+        try:
+            luid = self._exports.register(object, _puid(object))
+        except TooManyReferences as error:
+            raise self._overLimit(error) from None
         if self._registrationLog is not None:
             self._registrationLog.append((_REMOTE, luid))
         return luid
@@ -387,7 +405,10 @@ class ObjectTables:
         perspective = self.serializingPerspective
         # The session that subclasses these tables is the observer's CallSender.
         observer = RemoteCacheObserver(cast(CallSender, self), instance, perspective)
-        luid = self._cacheExports.add(instance, _puid(instance), perspective, observer)
+        try:
+            luid = self._cacheExports.add(instance, _puid(instance), perspective, observer)
+        except TooManyReferences as error:
+            raise self._overLimit(error) from None
         if self._registrationLog is not None:
             self._registrationLog.append((_CACHE, luid))
         return luid

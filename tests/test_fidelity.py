@@ -127,3 +127,27 @@ def test_the_server_answers_and_logs_failures_as_twisted_does(
     assert theirs[0] == ours[0] == typeName
     assert any(theirs[1]) is logged
     assert any(ours[1]) is logged
+
+
+# -- a peer past the reference limit (point 8) ------------------------------------------------
+
+
+class Things(pb.Root):
+    def remote_newThing(self) -> pb.Referenceable:
+        return pb.Referenceable()
+
+
+def test_the_fourth_refusal_past_the_reference_limit_disconnects_as_in_twisted() -> None:
+    loop = Loop(Things(), maxBrokerRefs=1)
+    root = loop.root()
+    kept = loop.result(root.callRemote("newThing"))
+    for violation in (1, 2, 3):
+        assert loop.result(root.callRemote("newThing")).check(pb.Error)
+        assert loop.server.maxBrokerRefsViolations == violation
+        assert not loop.client.disconnected
+    last = loop.result(root.callRemote("newThing"))
+    # Over TCP the "Goodbye" error arrives before the close; iosim drops writes after it.
+    assert last.check(pb.Error, pb.PBConnectionLost)
+    assert loop.server.disconnected and loop.client.disconnected
+    assert pb.Broker.maxBrokerRefsViolations == 0  # counted per connection
+    del kept
