@@ -30,6 +30,12 @@ class Hole:
         for waiter in waiters:
             waiter(value)
 
+    def addDependant(self, mutableObject: Any, key: Any) -> None:
+        """Put the object in ``mutableObject[key]`` once it exists (Twisted's ``NotKnown``)."""
+        self.waiters.append(lambda value: mutableObject.__setitem__(key, value))
+
+    resolveDependants = fill
+
 
 class Gate:
     """Counts the holes a container is waiting for; runs ``listeners`` when none remain.

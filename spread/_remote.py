@@ -46,6 +46,16 @@ class RemoteReference(Serializable):
         name = _name.encode("utf-8") if isinstance(_name, str) else _name
         return self.broker.sendRemoteCall(b"", self.perspective, self.luid, name, args, kw)
 
+    def unjellyFor(self, unjellier: Any, unjellyList: list[Any]) -> RemoteReference:
+        """Become the reference ``[b"remote", id]`` names on ``unjellier``'s connection.
+
+        Twisted's hook for a class registered for the ``remote`` tag; a spread
+        broker reads that tag itself (one proxy per id), so only such code calls it.
+        """
+        invoker = unjellier.invoker
+        self.__init__(invoker.unserializingPerspective, invoker, unjellyList[1], 1)  # type: ignore[misc]
+        return self
+
     def remoteMethod(self, key: str) -> RemoteMethod:
         """A callable that does ``callRemote(key, ...)``."""
         return RemoteMethod(self, key)

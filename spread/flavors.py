@@ -423,6 +423,27 @@ class RemoteCacheMethod:
         )
 
 
+def _brokerForm(tag: bytes) -> Callable[[Any, list[Any]], Any]:
+    def unjellyForm(unjellier: Any, unjellyList: list[Any]) -> Any:
+        invoker = unjellier.invoker
+        if invoker is None:
+            raise InsecureJelly(f"a {tag.decode()!r} form means something only on a PB connection")
+        return invoker.protocolUnjellyables[tag](unjellier, unjellyList)
+
+    return unjellyForm
+
+
+# Twisted's readers of the broker's own forms. A spread broker reads these tags itself
+# (``Broker.protocolUnjellyables``), so they are not registered globally: a plain
+# ``unjelly`` refuses them. Code that calls them directly gets the broker's reading.
+unjellyCached = _brokerForm(cached_atom)
+"""``[b"cached", id]``: our replica of the peer's ``Cacheable`` number ``id``."""
+unjellyLCache = _brokerForm(lcache_atom)
+"""``[b"lcache", id]``: our own ``Cacheable`` that the peer knows as cache ``id``."""
+unjellyLocal = _brokerForm(local_atom)
+"""``[b"local", id]``: our own object that the peer holds as reference ``id``."""
+
+
 __all__ = [
     "Cacheable",
     "Copyable",
@@ -446,4 +467,7 @@ __all__ = [
     "setUnjellyableFactoryForClass",
     "setUnjellyableForClass",
     "setUnjellyableForClassTree",
+    "unjellyCached",
+    "unjellyLCache",
+    "unjellyLocal",
 ]

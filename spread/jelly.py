@@ -31,6 +31,7 @@ passes on unchanged.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -50,10 +51,12 @@ from spread._jelly_base import (
     unjellyableRegistry,
 )
 from spread._jelly_forms import upgradeIfVersioned
+from spread._jelly_holes import Hole
 from spread._jelly_in import MAX_DEPTH, Unjellier
 from spread._jelly_out import Jellier
 from spread._native import speedups as _speedups
 from spread._quote import quote
+from spread.interfaces import IJellyable, IUnjellyable
 
 # Users know these classes as spread.jelly.*; so do the dotted names jelly writes.
 for _public in (
@@ -64,6 +67,11 @@ for _public in (
 del _public
 
 _DUMMY = DummySecurityOptions()
+
+NotKnown = Hole
+"""What a custom ``unjellyFor`` may get for an object not built yet (a reference
+back into a structure still being read): ``addDependant(container, key)`` has
+the object put in ``container[key]`` once it exists, as in Twisted."""
 
 # The tags of the built-in forms, by the names Twisted code imports.
 None_atom = b"None"
@@ -160,14 +168,34 @@ def setInstanceState(inst: Any, unjellier: Any, jellyList: Any) -> Any:
     return inst
 
 
+def __getattr__(name: str) -> Any:
+    # Twisted's deprecated tag of old-style instances: still readable, with its warning.
+    if name == "instance_atom":
+        warnings.warn(
+            "spread.jelly.instance_atom was deprecated in Twisted 15.0.0: "
+            "instance_atom is unused within Twisted.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return b"instance"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "instance_atom"])
+
+
 __all__ = [
     "MAX_DEPTH",
     "DictTypes",
     "DummySecurityOptions",
+    "IJellyable",
+    "IUnjellyable",
     "InsecureJelly",
     "Jellier",
     "Jellyable",
     "None_atom",
+    "NotKnown",
     "SecurityOptions",
     "Unjellier",
     "Unjellyable",

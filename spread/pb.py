@@ -24,6 +24,16 @@ registered with ``setUnjellyableForClass``.
 
 from __future__ import annotations
 
+# twisted.cred's names that Twisted's pb module exposes too, so code reading them
+# from pb keeps working after the import swap.
+from twisted.cred.credentials import (
+    Anonymous,
+    IAnonymous,
+    ICredentials,
+    IUsernameHashedPassword,
+)
+from twisted.cred.portal import Portal
+
 from spread._broker import MAX_BROKER_REFS, Local
 from spread._credentials import IUsernameMD5Password, challenge, respond
 from spread._errors import DeadReferenceError, Error, PBConnectionLost, ProtocolError, RemoteError
@@ -64,6 +74,7 @@ portno = 8787
 
 __all__ = [
     "MAX_BROKER_REFS",
+    "Anonymous",
     "AsReferenceable",
     "Avatar",
     "Broker",
@@ -73,10 +84,13 @@ __all__ = [
     "CopyableFailure",
     "DeadReferenceError",
     "Error",
+    "IAnonymous",
+    "ICredentials",
     "IJellyable",
     "IPBRoot",
     "IPerspective",
     "IUnjellyable",
+    "IUsernameHashedPassword",
     "IUsernameMD5Password",
     "Jellyable",
     "Limits",
@@ -85,6 +99,7 @@ __all__ = [
     "PBClientFactory",
     "PBConnectionLost",
     "PBServerFactory",
+    "Portal",
     "ProtocolError",
     "Referenceable",
     "RemoteCache",
