@@ -31,8 +31,9 @@ class Error(Exception):
 class RemoteError(Exception):
     """A remote exception re-raised locally (by ``await`` or ``raiseException``).
 
+    ``str(error)`` and ``args[0]`` are the remote message (as in Twisted);
     ``remoteType`` is the remote class's dotted name as bytes (as in Twisted),
-    ``typeName`` the same as text, ``args[0]`` the remote message, and
+    ``typeName`` the same as text, and
     ``remoteTraceback`` the remote traceback text (``"Traceback unavailable"``
     unless the server enabled ``unsafeTracebacks``). ``failure``, when set, is
     the ``CopiedFailure`` it came from, so ``err.failure.check("pkg.Err")`` works.
@@ -45,6 +46,8 @@ class RemoteError(Exception):
         self.remoteType = remoteType
         self.remoteTraceback = remoteTraceback
         self.failure = failure
+        if hasattr(self, "add_note"):
+            self.add_note(f"(raised remotely as {self.typeName})")
 
     @property
     def typeName(self) -> str:
@@ -53,8 +56,8 @@ class RemoteError(Exception):
             return self.remoteType.decode("utf-8", "replace")
         return str(self.remoteType)
 
-    def __str__(self) -> str:
-        return f"{self.typeName}: {self.args[0] if self.args else ''}"
+    # str() is the remote message alone, as in Twisted; the type is in repr() and, on
+    # Python 3.11+, in a note that tracebacks print.
 
     def __repr__(self) -> str:
         message = self.args[0] if self.args else ""

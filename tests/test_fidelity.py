@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support import Realm
 from test_pb import Loop
+from twisted.cred import checkers, credentials, portal
+from twisted.internet import defer
 from twisted.logger import LogLevel, capturedLogs
 from twisted.spread import flavors as tflavors
 from twisted.spread import pb as tpb
@@ -151,3 +154,66 @@ def test_the_fourth_refusal_past_the_reference_limit_disconnects_as_in_twisted()
     assert loop.server.disconnected and loop.client.disconnected
     assert pb.Broker.maxBrokerRefsViolations == 0  # counted per connection
     del kept
+
+
+# -- the text of a remote error (point 5) -----------------------------------------------------
+
+
+class InsufficientFunds(Exception):
+    pass
+
+
+def failingRoot(flavors: Any) -> Any:
+    class Bank(flavors.Root):
+        def remote_withdraw(self) -> None:
+            raise InsufficientFunds("alice has 6, needs 40")
+
+        def remote_refuse(self) -> None:
+            raise flavors.Error("refused")
+
+    return Bank()
+
+
+def awaited(loop: Loop, name: str) -> Exception:
+    """What ``await root.callRemote(name)`` raises."""
+    root = loop.result(loop.client_factory.getRootObject())
+
+    async def call() -> Exception:
+        try:
+            await root.callRemote(name)
+        except Exception as error:
+            return error
+        raise AssertionError("the call succeeded")
+
+    result: Exception = loop.result(defer.ensureDeferred(call()))
+    return result
+
+
+@pytest.mark.parametrize("name", ["withdraw", "refuse"])
+def test_str_of_an_awaited_remote_error_is_twisteds(name: str) -> None:
+    theirs = awaited(twistedLoop(failingRoot(tpb)), name)
+    ours = awaited(Loop(failingRoot(pb)), name)
+    assert isinstance(ours, pb.RemoteError)
+    assert str(ours) == str(theirs) and ours.args == theirs.args
+    assert ours.remoteType == theirs.remoteType  # the type: an attribute, and in repr
+    assert ours.typeName in repr(ours)
+
+
+def test_a_failed_login_reads_as_in_twisted() -> None:
+    outcomes = []
+    for makeLoop in (twistedLoop, Loop):
+        checker = checkers.InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        loop = makeLoop(portal.Portal(Realm(), [checker]))
+        wrong = credentials.UsernamePassword(b"alice", b"wrong")
+        failure = loop.result(loop.client_factory.login(wrong))
+
+        async def login(factory: Any = loop.client_factory, wrong: Any = wrong) -> str:
+            try:
+                await factory.login(wrong)
+            except Exception as error:
+                return str(error)
+            raise AssertionError("logged in with the wrong password")
+
+        text = loop.result(defer.ensureDeferred(login()))
+        outcomes.append((failure.type, failure.getErrorMessage(), str(failure), text))
+    assert outcomes[0] == outcomes[1]
