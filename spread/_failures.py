@@ -134,6 +134,41 @@ def failure2Copyable(fail: failure.Failure, unsafeTracebacks: Any = False) -> Co
     return copy
 
 
+_FIELDS = frozenset(
+    name.encode("ascii")
+    for name in ("count", "type", "value", "parents", "traceback", "unsafeTracebacks")
+)
+
+
+def _knownFields(state: Any) -> Any:
+    """A failure's jellied state dictionary without the fields we never read.
+
+    Twisted before 24.7 sends the sender's whole ``Failure.__dict__``, which may
+    hold anything (a test runner's exception info, an application's own fields)
+    in forms we would refuse; only the fields read here need to be readable.
+    """
+    if type(state) is not list or not state or state[0] != b"dictionary":
+        return state
+    kept: list[Any] = [state[0]]
+    for item in state[1:]:
+        key = item[0] if type(item) is list and len(item) == 2 else None
+        if type(key) is list and len(key) == 2 and key[0] in (b"unicode", b"string"):
+            key = key[1]
+        if type(key) is not bytes or key in _FIELDS:
+            kept.append(item)
+    return kept
+
+
+def _failureLists(parents: list[str]) -> dict[str, Any]:
+    """A filled-in ``Failure``'s class names and frames, as instance fields.
+
+    Twisted 24.7 made ``parents``, ``frames`` and ``stack`` properties over
+    ``_parents``/``_frames``; before that they were plain attributes. Setting
+    both spellings suits either (the properties shadow the plain ones).
+    """
+    return {"_parents": parents, "parents": parents, "_frames": [], "frames": [], "stack": []}
+
+
 class CopiedFailure(RemoteCopy, failure.Failure):
     """A failure that happened in the peer: errbacks of remote calls receive these.
 
@@ -180,15 +215,14 @@ class CopiedFailure(RemoteCopy, failure.Failure):
             unsafeTracebacks=bool(state.get("unsafeTracebacks", False)),
             traceback=remote_traceback if isinstance(remote_traceback, str) else "",
             pickled=1,
-            _parents=names + [name for name in local if name not in names],
-            _frames=[],
+            **_failureLists(names + [name for name in local if name not in names]),
         )
 
     def unjellyFor(self, unjellier: Any, jellyList: Any) -> Any:
         """Always rebuild through ``setCopyableState``, with or without a broker."""
         if len(jellyList) != 2:
             raise InsecureJelly("malformed copied failure: expected [type, state]")
-        self.setCopyableState(unjellier.unjelly(jellyList[1]))
+        self.setCopyableState(unjellier.unjelly(_knownFields(jellyList[1])))
         return self
 
     @property

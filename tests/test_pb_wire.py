@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import twisted
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import defer
@@ -29,6 +30,7 @@ from spread import banana as sbanana
 from spread import jelly as sjelly
 from spread import pb as spb
 from spread._wirenames import COPYABLE_FAILURE, TWISTED_NAMES, fromWire, toWire
+from spread._writethrough import _release
 
 # -- building the same objects with either library -----------------------------------------
 
@@ -253,12 +255,21 @@ def _negotiation_length(stream: bytes) -> int:
     return 4  # client: b"pb"
 
 
+# Before 24.7 Twisted sent a failure's Failure.__dict__ whole, in that dictionary's order;
+# spread sends the fields of 24.7 and later, in their order. Either reads either.
+_FAILURE_FIELDS_IN_DICT_ORDER = _release(twisted.__version__) < (24, 7)
+
+
 def _normalise(expression: Any) -> Any:
-    """Zero Twisted's process-wide failure counter, the one value that differs by run."""
+    """Zero Twisted's process-wide failure counter, the one value that differs by run (and,
+    against a Twisted older than 24.7, put a failure's fields in one order)."""
     if isinstance(expression, list):
         if len(expression) == 2 and expression[0] == [b"unicode", b"count"]:
             return [expression[0], 0]
-        return [_normalise(item) for item in expression]
+        items = [_normalise(item) for item in expression]
+        if _FAILURE_FIELDS_IN_DICT_ORDER and items[:1] == [b"dictionary"]:
+            items[1:] = sorted(items[1:], key=repr)
+        return items
     return expression
 
 

@@ -24,6 +24,9 @@ HELPERS = {
     "reflect",  # twisted.python.reflect helpers
     "types",  # stdlib module
     "cmp",  # twisted.python.compat helper for comparisons
+    "Callable",  # typing (some Twisted releases import it, some do not)
+    "Dict",  # typing
+    "TYPE_CHECKING",  # typing
     "comparable",  # twisted.python.compat class decorator
 }
 
@@ -39,8 +42,6 @@ IGNORED: dict[str, set[str]] = {
     },
     "jelly": HELPERS
     | {
-        "Callable",  # typing
-        "TYPE_CHECKING",  # typing
         "Version",  # incremental.Version, for deprecating instance_atom
         "datetime",  # stdlib module
         "decimal",  # stdlib module
