@@ -140,6 +140,21 @@ class Versioned:
         if behind:
             versionedsToUpgrade.add(self, behind)
 
+    def versionUpgrade(self) -> None:
+        """Bring this instance up to its classes' versions now (Twisted's name for it).
+
+        An instance ``__setstate__`` noted for ``doUpgrade()`` is upgraded as
+        ``requireUpgrade`` does; one whose ``__dict__`` was set another way has its
+        version keys read from it, and is upgraded from those.
+        """
+        entry = versionedsToUpgrade.waiting.get(id(self))
+        if entry is not None and entry.handle() is self:
+            versionedsToUpgrade.upgrade(id(self))
+            return
+        behind = _takeVersions(type(self), self.__dict__)
+        if behind:
+            _runUpgrades(self, behind)
+
 
 _Behind = dict[type[Versioned], int]
 

@@ -871,3 +871,26 @@ def test_new_names_are_not_deprecated_as_in_twisted(name: str) -> None:
         getattr(styles, name)
     assert not hasattr(theirs, "deprecatedVersion")  # what twisted.python.deprecate sets
     assert [str(warning.message) for warning in caught] == []
+
+
+def test_versionUpgrade_upgrades_state_set_by_hand_as_twisted_does() -> None:
+    def make(base: type) -> Any:
+        class Account(base):  # type: ignore[misc, valid-type]
+            persistenceVersion = 2
+
+            def upgradeToVersion1(self) -> None:
+                self.owner = self.name.upper()
+
+            def upgradeToVersion2(self) -> None:
+                self.balance = 0
+
+        Account.__module__ = "bank"
+        Account.__qualname__ = Account.__name__ = "Account"
+        account = Account.__new__(Account)
+        account.__dict__.update({"name": "ann", "bank.Account.persistenceVersion": 0})
+        account.versionUpgrade()
+        # (Twisted leaves the stale version key behind; __getstate__ rewrites it anyway.)
+        return {k: v for k, v in account.__dict__.items() if not k.endswith("Version")}
+
+    expected = {"name": "ann", "owner": "ANN", "balance": 0}
+    assert make(styles.Versioned) == make(twisted_styles.Versioned) == expected
