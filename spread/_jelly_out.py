@@ -31,6 +31,7 @@ from spread._jelly_base import (
     InsecureJelly,
     Jellyable,
     SecurityOptions,
+    Unpersistable,
     qual,
 )
 from spread._quote import quote
@@ -231,6 +232,8 @@ class Jellier:
         if self.invoker is not None:
             _refuseTwistedFlavor(cls)
         if not self.taster.isClassAllowed(cls):
+            if self.invoker is not None and cls is not Unpersistable:  # (not one passed on)
+                self.invoker.placeholderSent(cls)
             return self.unpersistable(f"instance of class {qual(cls)} deemed insecure", sexp)
         sexp.append(qual(cls).encode("utf-8"))
         state = obj.__getstate__() if hasattr(obj, "__getstate__") else obj.__dict__

@@ -47,6 +47,8 @@ from spread.limits import Limits
 
 _log = Logger()
 
+_MAX_PLACEHOLDER_WARNINGS = 100  # classes warned about per connection, at most
+
 _REMOTE = b"remote"
 _CACHE = b"cache"
 Registrations = list[tuple[bytes, int]]
@@ -128,6 +130,7 @@ class ObjectTables:
         # Where registerReference and friends record what they export while a message is
         # being jellied; None outside any message. See serializeLogged.
         self._registrationLog: Registrations | None = None
+        self._placeholderClasses: set[type] = set()  # see placeholderSent
         self._fastJelly, self._fastUnjelly = self._probeFastPaths()
 
     @property
@@ -147,6 +150,24 @@ class ObjectTables:
 
     def _dropConnection(self) -> None:
         """End the connection (the session's hook; nothing to end here)."""
+
+    def placeholderSent(self, cls: type) -> None:
+        """Warn, once per class on this connection, that an instance went as a placeholder.
+
+        The wire behaviour is Twisted's (the peer gets an ``Unpersistable``), but
+        a silent placeholder surfaces far from its cause, so the sender is told.
+        """
+        warned = self._placeholderClasses
+        if cls in warned or len(warned) >= _MAX_PLACEHOLDER_WARNINGS:
+            return
+        warned.add(cls)
+        _log.warn(
+            "sent an instance of {cls} as an Unpersistable placeholder: its class is neither "
+            "Copyable nor Referenceable. Subclass pb.Copyable (and register a pb.RemoteCopy "
+            "for it on the receiving side) to send a copy, or pb.Referenceable to send a "
+            "reference",
+            cls=f"{cls.__module__}.{cls.__qualname__}",
+        )
 
     def _overLimit(self, error: TooManyReferences) -> TooManyReferences:
         """Count a refusal past the reference or cache limit; the fourth drops the peer."""

@@ -18,7 +18,7 @@ from twisted.spread import flavors as tflavors
 from twisted.spread import pb as tpb
 from twisted.test import iosim
 
-from spread import pb
+from spread import jelly, pb
 
 
 class Echo(pb.Root):
@@ -217,3 +217,26 @@ def test_a_failed_login_reads_as_in_twisted() -> None:
         text = loop.result(defer.ensureDeferred(login()))
         outcomes.append((failure.type, failure.getErrorMessage(), str(failure), text))
     assert outcomes[0] == outcomes[1]
+
+
+# -- placeholders are sent as in Twisted, but not silently ------------------------------------
+
+
+class Plain:
+    """Neither Copyable nor Referenceable."""
+
+
+class Other:
+    pass
+
+
+def test_a_placeholder_is_sent_as_twisted_does_and_warned_once_per_class() -> None:
+    loop = Loop(Echo())
+    root = loop.root()
+    with capturedLogs() as events:
+        for value in (Plain(), Plain(), Other()):
+            echoed = loop.result(root.callRemote("echo", value))
+            assert isinstance(echoed, jelly.Unpersistable)
+    warnings = [event for event in events if "placeholder" in event.get("log_format", "")]
+    assert [event["cls"] for event in warnings] == ["test_fidelity.Plain", "test_fidelity.Other"]
+    assert all(event["log_level"] is LogLevel.warn for event in warnings)
