@@ -1,14 +1,18 @@
 """The documentation builds without a warning, and every code sample in it runs: samples are
-either included from examples/ (run by the example tests), doctests (run here), or, on the
-upgrading page, samples that tests/test_styles.py and tests/test_rebuild.py execute."""
+either excerpts of examples/ (run by the example tests; each is shown inline, so the page reads
+on a code host, and kept identical to its file here), doctests (run here), or, on the upgrading
+page, samples that tests/test_styles.py and tests/test_rebuild.py execute."""
 
 from __future__ import annotations
 
+import ast
 import doctest
 import importlib.util
+import json
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,8 +21,40 @@ ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 FENCE = re.compile(r"^```(?P<info>[^\n]*)\n(?P<body>.*?)^```$", re.S | re.M)
+# An excerpt of an example: the comment names the file and the part shown, the block shows it.
+EXCERPT = re.compile(
+    r"^<!-- excerpt: (?P<file>\S+) (?P<part>\{.*?\}) -->\n```python\n(?P<body>.*?)^```$",
+    re.S | re.M,
+)
+
+
+def excerpt(source: str, part: dict[str, str]) -> str:
+    """The part of an example's ``source`` a page shows: a class or function by dotted name
+    (``pyobject``), or the lines after a line containing ``start-after`` and before one
+    containing ``end-before``."""
+    lines = source.splitlines(keepends=True)
+    if "pyobject" in part:
+        scope: list[ast.stmt] = ast.parse(source).body
+        node: ast.stmt | None = None
+        for name in part["pyobject"].split("."):
+            node = next(
+                n for n in scope
+                if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and n.name == name
+            )
+            scope = node.body
+        assert node is not None and node.end_lineno is not None
+        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+        return textwrap.dedent("".join(lines[first - 1 : node.end_lineno]))
+    start = 0
+    if "start-after" in part:
+        start = next(i for i, line in enumerate(lines) if part["start-after"] in line) + 1
+    end = len(lines)
+    if "end-before" in part:
+        end = next(i for i, line in enumerate(lines) if i >= start and part["end-before"] in line)
+    return "".join(lines[start:end]).strip("\n") + "\n"
 RUN_ELSEWHERE = {"upgrading.md": ["test_styles.py", "test_rebuild.py"]}
-DIRECTIVES = {"{literalinclude}", "{toctree}", "{eval-rst}"}
+DIRECTIVES = {"{toctree}", "{eval-rst}"}
 
 
 def fences(page: Path) -> list[tuple[str, str]]:
@@ -26,11 +62,23 @@ def fences(page: Path) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_excerpt_is_its_example_as_it_is_now(page: Path) -> None:
+    for match in EXCERPT.finditer(page.read_text()):
+        source = (page.parent / match["file"]).read_text()
+        expected = excerpt(source, json.loads(match["part"]))
+        assert match["body"] == expected, (
+            f"{page.name}: the excerpt of {match['file']} {match['part']} differs from the file; "
+            f"show it as it is now:\n{expected}"
+        )
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_every_sample_is_executed_somewhere(page: Path) -> None:
+    excerpts = [m["body"] for m in EXCERPT.finditer(page.read_text())]
     for kind, body in fences(page):
-        if kind in DIRECTIVES or kind in ("pycon", "text"):
+        if kind in DIRECTIVES or kind in ("pycon", "text") or body in excerpts:
             continue
-        assert kind == "python", f"{page.name}: a ```{kind} block; use pycon or literalinclude"
+        assert kind == "python", f"{page.name}: a ```{kind} block; use pycon or an excerpt"
         runners = RUN_ELSEWHERE.get(page.name)
         assert runners, f"{page.name}: a ```python block nothing runs; make it a pycon doctest"
         # A test may fill in a trailing number ("# thing.py, version {n}").
