@@ -8,10 +8,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, cast
+from typing import Any
 
 from twisted.cred.portal import Portal
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, error
 
 from spread import pb
 
@@ -67,12 +67,21 @@ class _AnnouncingFactory(pb.PBServerFactory):
         return broker
 
 
-async def serve(reactor: Any, root: Any, spec: str, description: str) -> int:
-    """Serve ``root`` (what ``spec`` named) at ``description`` until the process is stopped."""
+EXIT_CANNOT_LISTEN = 2  # the command line's code for a bad command line, a busy port included
+
+
+async def serve(reactor: Any, root: Any, spec: str, endpoint: Any, description: str) -> int:
+    """Serve ``root`` (what ``spec`` named) at ``endpoint`` (``description`` parsed) until the
+    process is stopped."""
     factory = _AnnouncingFactory(root)
-    endpoint = cast(Any, endpoints.serverFromString)(reactor, description)
-    listening = await endpoint.listen(factory)
+    try:
+        listening = await endpoint.listen(factory)
+    except error.CannotListenError as problem:
+        reason = " ".join(str(problem.socketError).split()) or "cannot listen"
+        print(f"spread serve: cannot listen on port {problem.port}: {reason}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
     host = listening.getHost()
-    print(f"serving {spec} on {description}: listening on port {host.port}", flush=True)
+    where = getattr(host, "port", None) or getattr(host, "name", host)
+    print(f"serving {spec} on {description}: listening on port {where}", flush=True)
     await defer.Deferred()  # until Ctrl-C or SIGTERM stops the reactor
     return 0

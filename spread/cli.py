@@ -9,6 +9,8 @@ publishes an object from any module as a PB server's root.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import getpass
 import json
 import math
 import os
@@ -16,18 +18,22 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
-from twisted.internet import defer, endpoints, protocol
+import twisted
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer, endpoints, error, protocol
 from twisted.python.failure import Failure
 from twisted.python.reflect import qual
 
-from spread import __version__, pb
+from spread import __version__, accelerated, pb
+from spread._demo import DEMO_SERVER_ENDPOINT, DemoError, allowDemoCopies
 
 EXIT_OK = 0
 EXIT_REMOTE_ERROR = 1
 EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_CONNECT = 3
 DEFAULT_TIMEOUT = 30.0
-DEMO_SERVER_ENDPOINT = "tcp:0:interface=127.0.0.1"
+PASSWORD_VARIABLE = "SPREAD_PASSWORD"
 DEFAULT_LISTEN = "tcp:8789"
 
 CALL_EPILOG = """\
@@ -37,9 +43,13 @@ as JSON; anything that is not JSON is passed as a string. So 42, 1.5, true, null
 [1, 2] and {"a": 1} arrive as int, float, bool, None, str, list and dict, and hello arrives
 as "hello".
 
+With --username, it logs in first (twisted.cred, username and password) and calls METHOD on
+the perspective (perspective_METHOD) instead of the root. The password comes from --password,
+else from the environment variable SPREAD_PASSWORD, else it is asked for.
+
 The answer is printed as JSON when it is plain data, and as its repr otherwise.
-Exit status: 0 answered, 1 the remote method failed (the error is printed on stderr),
-2 bad command line, 3 could not connect or no answer in time.
+Exit status: 0 answered, 1 the remote method failed or the login was refused (the error is
+printed on stderr), 2 bad command line, 3 could not connect or no PB answer in time.
 
 Put -- before arguments that start with a dash: spread call ENDPOINT echo -- -x.
 
@@ -55,7 +65,8 @@ tcp:8789, tcp:0:interface=127.0.0.1 (any free port, local connections only),
 ssl:8789:privateKey=key.pem:certKey=cert.pem or unix:/tmp/pb.sock.
 
 It prints the port it listens on, then a line when each client connects and leaves, and
-serves until stopped (Ctrl-C). Exit status: 0 stopped, 2 bad command line or nothing to serve.
+serves until stopped (Ctrl-C). Exit status: 0 stopped, 2 bad command line, nothing to serve,
+or an endpoint that is malformed or cannot listen (a port in use, say).
 
 example:
   spread serve myservice:Echoer --listen tcp:8789
@@ -83,7 +94,7 @@ def _failed_with(failure: Failure, kind: type[BaseException]) -> bool:
 # Running a coroutine on the reactor
 
 
-def _run(
+def run(
     job: Callable[[Any], Coroutine[Any, Any, int]], interrupted: int = EXIT_REMOTE_ERROR
 ) -> int:
     """Run ``job(reactor)`` to completion on the global reactor; its exit status, or
@@ -108,13 +119,50 @@ def _run(
     return outcome[0] if outcome else interrupted
 
 
-async def _connect(reactor: Any, description: str, timeout: float) -> tuple[Any, Any]:
-    """Connect a PB client to ``description``; (factory, root object)."""
-    factory = pb.PBClientFactory()
+class CannotConnect(Exception):
+    """No PB conversation with the server; the message says why, in one line."""
+
+
+def _seconds(timeout: float) -> str:
+    return f"{timeout:g} s"
+
+
+async def _connect(
+    reactor: Any, description: str, timeout: float, credentials: Any = None
+) -> tuple[Any, Any]:
+    """Connect a PB client to ``description``; (factory, root object or perspective).
+
+    Raises ``CannotConnect`` (nothing answers, or not in PB), or ``pb.RemoteError`` for a
+    failed login.
+    """
+    factory = pb.PBClientFactory(handshakeTimeout=None)
     endpoint = _clientFromString(reactor, description)
-    await endpoint.connect(factory).addTimeout(timeout, reactor)
-    root = await factory.getRootObject().addTimeout(timeout, reactor)
+    try:
+        broker = await endpoint.connect(factory).addTimeout(timeout, reactor)
+    except defer.TimeoutError:
+        raise CannotConnect(
+            f"could not connect to {description} within {_seconds(timeout)}"
+        ) from None
+    except Exception as reason:  # refused, unreachable, no such host...
+        raise CannotConnect(f"could not connect to {description}: {_oneLine(reason)}") from None
+    peer = broker.transport.getPeer()
+    where = f"{peer.host}:{peer.port}" if hasattr(peer, "port") else description
+    asked = factory.login(credentials) if credentials is not None else factory.getRootObject()
+    try:
+        root = await asked.addTimeout(timeout, reactor)
+    except defer.TimeoutError:
+        factory.disconnect()
+        raise CannotConnect(
+            f"no PB answer from {where} within {_seconds(timeout)}; is it a PB server?"
+        ) from None
+    except (pb.PBConnectionLost, error.ConnectionLost, error.ConnectionDone):
+        raise CannotConnect(f"{where} closed the connection; is it a PB server?") from None
     return factory, root
+
+
+def _oneLine(reason: BaseException) -> str:
+    text = str(reason).strip() or type(reason).__name__
+    return " ".join(text.split())
 
 
 def describe_failure(failure: Failure) -> str:
@@ -175,13 +223,24 @@ async def call(
     args: Sequence[object],
     kwargs: dict[str, object],
     timeout: float,
+    credentials: Any = None,
 ) -> int:
-    """Call ``method`` on the root object at ``description``; print the answer or the error."""
+    """Call ``method`` on the root object at ``description`` (or, given ``credentials``, on
+    the perspective they log in to); print the answer or the error."""
     try:
-        factory, root = await _connect(reactor, description, timeout)
-    except Exception as reason:  # refused, unreachable, not a PB server, timed out...
-        print(f"spread call: could not connect to {description}: {reason}", file=sys.stderr)
+        factory, root = await _connect(reactor, description, timeout, credentials)
+    except CannotConnect as reason:
+        print(f"spread call: {reason}", file=sys.stderr)
         return EXIT_CONNECT
+    except pb.RemoteError as refusal:  # awaited, a remote failure raises this
+        failure = cast("Failure | None", refusal.failure)
+        if failure is not None and _failed_with(failure, UnauthorizedLogin):
+            print(f"spread call: login refused for {credentials.username.decode()!r}",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            print(f"spread call: login failed: {refusal.typeName}: {_oneLine(refusal)}",
+                  file=sys.stderr)  # fmt: skip
+        return EXIT_REMOTE_ERROR
     outcome: list[object] = []
     await (
         root.callRemote(method, *args, **kwargs)
@@ -194,9 +253,13 @@ async def call(
         print(format_result(result))
         return EXIT_OK
     if _failed_with(result, defer.TimeoutError):
-        print(f"spread call: no answer from {method} within {timeout:g}s", file=sys.stderr)
+        print(f"spread call: no answer from {method} within {_seconds(timeout)}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_CONNECT
-    print(f"error: {describe_failure(result)}", file=sys.stderr)
+    hint = ""
+    if credentials is None and _failed_with(result, AttributeError):
+        hint = " (if this server wants a login, pass --username)"
+    print(f"error: {_oneLine(Exception(describe_failure(result)))}{hint}", file=sys.stderr)
     return EXIT_REMOTE_ERROR
 
 
@@ -204,86 +267,8 @@ async def call(
 # spread demo (client side) and spread serve-demo (the server it starts)
 
 
-class DemoError(pb.Error):
-    """What the demo server raises for a division by zero: a pb.Error reaches the caller."""
-
-
-class DemoPond(pb.Copyable):
-    """Sent by copy: the client receives the state below and builds its own DemoPondCopy."""
-
-    def __init__(self, frogs: int) -> None:
-        self.frogs = frogs
-
-    def getStateToCopy(self) -> dict[str, int]:
-        return {"frogs": self.frogs}
-
-
-class DemoPondCopy(pb.RemoteCopy):
-    frogs: int
-
-    def setCopyableState(self, state: dict[str, int]) -> None:
-        self.frogs = state["frogs"]
-
-    def __repr__(self) -> str:
-        return f"<DemoPondCopy with {self.frogs} frogs>"
-
-
-class DemoRoot(pb.Root):
-    """The demo server's root object: one method per thing the demo shows."""
-
-    def __init__(self, stop: Callable[[], object]) -> None:
-        self._stop = stop
-
-    def remote_greet(self, name: str) -> str:
-        return f"Hello, {name}!"
-
-    def remote_makePond(self, frogs: int) -> DemoPond:
-        return DemoPond(frogs)
-
-    def remote_divide(self, a: float, b: float) -> float:
-        if b == 0:
-            raise DemoError(f"cannot divide {a} by {b}")
-        return a / b
-
-    def remote_shutdown(self) -> None:
-        self._stop()
-
-
-def _allow_demo_copies() -> None:
-    pb.setUnjellyableForClass(DemoPond, DemoPondCopy)
-
-
-class _StopOnStdinClose(protocol.Protocol):
-    """The demo server ends when its parent closes our stdin (or dies)."""
-
-    def __init__(self, stop: Callable[[], object]) -> None:
-        self._stop = stop
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        self._stop()
-
-
-async def serve_demo(reactor: Any, description: str) -> int:
-    """The demo's server process: print the port, serve until shutdown or stdin closes."""
-    from twisted.internet import stdio
-
-    stopped: defer.Deferred[None] = defer.Deferred()
-
-    def stop() -> None:
-        if not stopped.called:
-            reactor.callLater(0, stopped.callback, None)  # after the shutdown call's answer
-
-    endpoint = _serverFromString(reactor, description)
-    listening = await endpoint.listen(pb.PBServerFactory(DemoRoot(stop)))
-    print(f"demo server listening on port {listening.getHost().port}", flush=True)
-    cast(Any, stdio.StandardIO)(_StopOnStdinClose(stop), reactor=reactor)
-    await stopped
-    await listening.stopListening()
-    return EXIT_OK
-
-
 class _DemoServerProcess(protocol.ProcessProtocol):
-    """The child running ``spread serve-demo``: tells us its port, then its exit code."""
+    """The child running ``spread._demo``: tells us its port, then its exit code."""
 
     def __init__(self) -> None:
         self.port: defer.Deferred[int] = defer.Deferred()
@@ -305,10 +290,17 @@ class _DemoServerProcess(protocol.ProcessProtocol):
         self.ended.callback(code)
 
     def stop(self) -> None:
-        """Close its stdin, its cue to stop (serve-demo also stops if we die)."""
+        """Close its stdin, its cue to stop (it also stops if we die)."""
         if self.ended.called or self.transport is None:
             return
         cast(Any, self.transport).closeStdin()
+
+    def kill(self) -> None:
+        """End it now, whatever it is doing: no path out of the demo leaves it behind."""
+        if self.ended.called or self.transport is None:
+            return
+        with contextlib.suppress(error.ProcessExitedAlready):
+            cast(Any, self.transport).signalProcess("KILL")
 
 
 def _show(what: str, call_text: str, outcome: object) -> None:
@@ -316,25 +308,40 @@ def _show(what: str, call_text: str, outcome: object) -> None:
 
 
 async def demo(reactor: Any, timeout: float) -> int:
-    """Start a demo server process, talk to it, stop it. 0 if everything went as shown."""
-    _allow_demo_copies()
+    """Start a demo server process, talk to it, stop it. 0 if everything went as shown.
+
+    The child is killed on every way out: an error, a timeout, Ctrl-C (the reactor's
+    shutdown), so it never outlives the demo.
+    """
+    allowDemoCopies()
     print("spread demo: a PB server in a child process, a PB client in this one")
     server = _DemoServerProcess()
-    argv = [sys.executable, "-m", "spread", "serve-demo", DEMO_SERVER_ENDPOINT]
+    argv = [sys.executable, "-m", "spread._demo", DEMO_SERVER_ENDPOINT]
     child = reactor.spawnProcess(server, sys.executable, argv, env=dict(os.environ))
+    shutdown = reactor.addSystemEventTrigger("before", "shutdown", server.kill)
+    step = "starting the server"
     try:
         port = await server.port.addTimeout(timeout, reactor)
         print(f"server: process {child.pid}, listening on 127.0.0.1 port {port}")
+        step = "connecting"
         factory, root = await _connect(reactor, f"tcp:host=127.0.0.1:port={port}", timeout)
         print("client: connected and got the server's root object")
+        step = "calling the server"
         await _demo_calls(reactor, root, timeout)
+        step = "stopping the server"
         await root.callRemote("shutdown").addTimeout(timeout, reactor)
         factory.disconnect()
         code = await server.ended.addTimeout(timeout, reactor)
-    except Exception as failure:  # any step: say what went wrong, clean up, fail
-        print(f"spread demo failed: {failure!r}", file=sys.stderr)
-        server.stop()
+    except defer.TimeoutError:
+        print(f"spread demo: no answer within {_seconds(timeout)} while {step}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_REMOTE_ERROR
+    except Exception as failure:  # any step: say what went wrong, in one line
+        print(f"spread demo: {step} failed: {_oneLine(failure)}", file=sys.stderr)
+        return EXIT_REMOTE_ERROR
+    finally:
+        server.kill()  # (a no-op once it has exited)
+        reactor.removeSystemEventTrigger(shutdown)
     print(f"server: stopped (exit code {code})")
     return EXIT_OK if code == 0 else EXIT_REMOTE_ERROR
 
@@ -363,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=MAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"spread {__version__}")
+    parser.add_argument("--version", action="version", version=version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo_parser = commands.add_parser(
@@ -375,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo_parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up on any step after this long (default {DEFAULT_TIMEOUT:g})",
@@ -409,12 +416,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     call_parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up connecting or waiting for the answer after this long "
         f"(default {DEFAULT_TIMEOUT:g})",
     )
+
+    call_parser.add_argument(
+        "-u", "--username", metavar="NAME",
+        help="log in as NAME and call the perspective instead of the root object",
+    )  # fmt: skip
+    call_parser.add_argument(
+        "-p", "--password", metavar="PASSWORD",
+        help=f"the password for --username (default: ${PASSWORD_VARIABLE}, else asked for)",
+    )  # fmt: skip
 
     serve_parser = commands.add_parser(
         "serve",
@@ -431,11 +447,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENDPOINT",
         help=f"where to listen, a Twisted server endpoint string (default {DEFAULT_LISTEN})",
     )
-
-    # Not listed in --help: the server process that `spread demo` starts.
-    demo_server_parser = commands.add_parser("serve-demo")
-    demo_server_parser.add_argument("endpoint", nargs="?", default=DEMO_SERVER_ENDPOINT)
     return parser
+
+
+def version() -> str:
+    """What ``--version`` says: ours, Twisted's, and whether the C accelerator is in use."""
+    speed = "on" if accelerated() else "off"
+    return f"spread {__version__} (Twisted {twisted.__version__}, C accelerator {speed})"
+
+
+def positive_seconds(text: str) -> float:
+    """A ``--timeout``: a number of seconds above zero."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -443,12 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     options = parser.parse_args(argv)
     if options.command == "demo":
-        return _run(lambda reactor: demo(reactor, options.timeout))
+        return run(lambda reactor: demo(reactor, options.timeout))
     if options.command == "serve":
         return _serve(parser, options.spec, options.listen)
-    if options.command == "serve-demo":
-        _allow_demo_copies()
-        return _run(lambda reactor: serve_demo(reactor, options.endpoint))
     from twisted.internet import reactor
 
     try:
@@ -456,18 +482,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, KeyError, TypeError) as problem:
         parser.error(f"bad ENDPOINT {options.endpoint!r}: {problem}")
     kwargs = dict(options.kwarg)
-    return _run(
+    credentials = _credentials(parser, options.username, options.password)
+    return run(
         lambda reactor: call(
-            reactor, options.endpoint, options.method, options.args, kwargs, options.timeout
+            reactor, options.endpoint, options.method, options.args, kwargs, options.timeout,
+            credentials,
         )
     )
 
 
+def _credentials(
+    parser: argparse.ArgumentParser, username: str | None, password: str | None
+) -> UsernamePassword | None:
+    if username is None:
+        if password is not None:
+            parser.error("--password needs --username")
+        return None
+    if password is None:
+        password = os.environ.get(PASSWORD_VARIABLE)
+    if password is None:
+        if not sys.stdin.isatty():
+            parser.error(f"no password for {username!r}: pass --password or set "
+                         f"{PASSWORD_VARIABLE}")  # fmt: skip
+        password = getpass.getpass(f"password for {username}: ")
+    return UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
+
+
 def _serve(parser: argparse.ArgumentParser, spec: str, description: str) -> int:
+    from twisted.internet import reactor
+
     from spread._serve import ServeError, load_root, serve
 
     try:
         root = load_root(spec)  # fail before starting the reactor, with a usage error
+        endpoint = _serverFromString(reactor, description)
     except ServeError as problem:
         parser.error(str(problem))
-    return _run(lambda reactor: serve(reactor, root, spec, description), interrupted=EXIT_OK)
+    except (ValueError, KeyError, TypeError) as problem:
+        parser.error(f"bad --listen ENDPOINT {description!r}: {_oneLine(problem)}")
+    return run(
+        lambda reactor: serve(reactor, root, spec, endpoint, description), interrupted=EXIT_OK
+    )

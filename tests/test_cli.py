@@ -4,9 +4,12 @@ against a real twisted.spread server and a spread server, each in its own proces
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,8 +50,32 @@ def test_help_lists_the_commands() -> None:
     assert "call" in done.stdout
 
 
-def test_help_hides_the_demo_server_command() -> None:
+def test_the_demo_server_is_no_command_at_all() -> None:
     assert "serve-demo" not in spread("--help").stdout
+    unknown = spread("frobnicate")
+    assert unknown.returncode == 2
+    assert "serve-demo" not in unknown.stderr and "demo" in unknown.stderr
+
+
+def test_version_says_spread_twisted_and_the_accelerator() -> None:
+    import twisted
+
+    import spread as package
+
+    done = spread("--version")
+    assert done.returncode == 0
+    speed = "on" if package.accelerated() else "off"
+    assert done.stdout.strip() == (
+        f"spread {package.__version__} (Twisted {twisted.__version__}, C accelerator {speed})"
+    )
+
+
+@pytest.mark.parametrize("args", [["demo", "--timeout", "-1"], ["call", "--timeout", "0",
+                                  "tcp:127.0.0.1:1", "echo"], ["demo", "--timeout", "soon"]])
+def test_a_timeout_must_be_a_positive_number(args: list[str]) -> None:
+    done = spread(*args)
+    assert done.returncode == 2
+    assert "seconds" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_call_help_explains_endpoint_and_arguments() -> None:
@@ -167,6 +194,18 @@ def test_call_with_a_bad_endpoint_is_a_usage_error() -> None:
     assert "ENDPOINT" in done.stderr
 
 
+def test_call_to_something_that_is_not_a_pb_server_says_so_in_one_line() -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does) and says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        done = spread("call", "--timeout", "1", f"tcp:127.0.0.1:{port}", "echo")
+    assert done.returncode == 3
+    assert done.stderr == (
+        f"spread call: no PB answer from 127.0.0.1:{port} within 1 s; is it a PB server?\n"
+    )
+
+
 def test_call_without_answer_gives_up_after_timeout(twisted_server: str) -> None:
     done = spread("call", "--timeout", "0.5", twisted_server, "hang")
     assert done.returncode == 3
@@ -261,3 +300,129 @@ def test_serve_help_explains_the_arguments() -> None:
     assert done.returncode == 0
     assert "MODULE:OBJECT" in done.stdout
     assert "--listen ENDPOINT" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("listen", "says"),
+    [("bogus", "bad --listen ENDPOINT 'bogus'"), ("tcp:notaport", "bad --listen ENDPOINT")],
+)
+def test_serve_with_a_bad_endpoint_is_a_one_line_usage_error(
+    service_dir: Path, listen: str, says: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "spread", "serve", "myservice:Echoer", "--listen", listen],
+        cwd=service_dir, capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert done.returncode == 2
+    assert says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_on_a_port_in_use_is_a_one_line_error(service_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "spread", "serve", "myservice:Echoer",
+             "--listen", f"tcp:{port}:interface=127.0.0.1"],
+            cwd=service_dir, capture_output=True, text=True, timeout=TIMEOUT,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"spread serve: cannot listen on port {port}: ")
+    assert len(done.stderr.splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# spread call --username
+
+LOGIN_SERVICE = '''
+from twisted.cred import checkers, portal
+from zope.interface import implementer
+
+from spread import pb
+
+
+class Member(pb.Avatar):
+    def __init__(self, name):
+        self.name = name
+
+    def perspective_whoami(self):
+        return self.name
+
+
+@implementer(portal.IRealm)
+class Realm:
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        return pb.IPerspective, Member(avatarId.decode()), lambda: None
+
+
+def make_portal():
+    checker = checkers.InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+    return portal.Portal(Realm(), [checker])
+'''
+
+
+@pytest.fixture
+def login_server(tmp_path: Path, programs: list[Program]) -> str:
+    (tmp_path / "members.py").write_text(LOGIN_SERVICE)
+    server = ServerProgram(
+        "spread", "serve", "members:make_portal", "--listen", "tcp:0:interface=127.0.0.1",
+        cwd=tmp_path, module=True,
+    )
+    programs.append(server)
+    return server.endpoint
+
+
+def test_call_logs_in_and_calls_the_perspective(login_server: str) -> None:
+    done = spread("call", login_server, "whoami", "--username", "alice", "--password", "secret")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == "alice"
+
+
+def test_call_takes_the_password_from_the_environment(login_server: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "spread", "call", login_server, "whoami", "-u", "alice"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=2 * TIMEOUT,
+        env={**os.environ, "SPREAD_PASSWORD": "secret"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == "alice"
+
+
+def test_a_refused_login_is_one_line(login_server: str) -> None:
+    done = spread("call", login_server, "whoami", "-u", "alice", "-p", "wrong")
+    assert done.returncode == 1
+    assert done.stderr == "spread call: login refused for 'alice'\n"
+
+
+def test_without_a_username_a_login_server_hints_at_it(login_server: str) -> None:
+    done = spread("call", login_server, "whoami")
+    assert done.returncode == 1
+    assert "--username" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_no_password_and_no_terminal_is_a_usage_error(login_server: str) -> None:
+    done = spread("call", login_server, "whoami", "-u", "alice")
+    assert done.returncode == 2
+    assert "SPREAD_PASSWORD" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# spread demo leaves nothing behind
+
+
+def demo_servers() -> list[str]:
+    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True,
+                             timeout=TIMEOUT, check=True).stdout  # fmt: skip
+    return [line for line in listing.splitlines() if "spread._demo" in line]
+
+
+def test_a_failed_demo_says_why_in_one_line_and_ends_its_server() -> None:
+    before = demo_servers()
+    done = spread("demo", "--timeout", "0.01")
+    assert done.returncode == 1
+    assert done.stderr.startswith("spread demo: ") and len(done.stderr.splitlines()) == 1
+    deadline = time.monotonic() + TIMEOUT
+    while demo_servers() != before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert demo_servers() == before
