@@ -4,7 +4,7 @@ an ephemeral port, its client in another, checked by what they print."""
 from __future__ import annotations
 
 import ast
-import re
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from support import TIMEOUT, Program, ServerProgram, run_program
+from test_docs import EXCERPT
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 DOCS = Path(__file__).parent.parent / "docs"
@@ -148,20 +149,16 @@ def test_copy_sender_is_refused_by_a_receiver_that_did_not_register(
 
 
 # ---------------------------------------------------------------------------------------------
-# The how-tos show code only by including these examples; every inclusion must still resolve.
-
-INCLUDE = re.compile(r"```\{literalinclude\} (?P<path>\S+)\n(?P<options>(?::.*\n)*)```")
+# The how-tos show code only as excerpts of these examples; every excerpt must still resolve
+# (tests/test_docs.py holds each one identical to its file).
 
 
 def literal_includes(page: str) -> list[tuple[Path, dict[str, str]]]:
     text = (DOCS / f"{page}.md").read_text()
-    found = []
-    for match in INCLUDE.finditer(text):
-        options = dict(
-            line[1:].split(": ", 1) for line in match.group("options").splitlines() if line
-        )
-        found.append(((DOCS / match.group("path")).resolve(), options))
-    return found
+    return [
+        ((DOCS / match["file"]).resolve(), json.loads(match["part"]))
+        for match in EXCERPT.finditer(text)
+    ]
 
 
 def python_objects(source: str) -> set[str]:
@@ -200,7 +197,8 @@ def test_howto_includes_resolve(page: str) -> None:
 
 @pytest.mark.parametrize("page", PAGES)
 def test_howto_has_no_free_floating_python(page: str) -> None:
-    assert "```python" not in (DOCS / f"{page}.md").read_text()
+    text = (DOCS / f"{page}.md").read_text()
+    assert text.count("```python") == len(EXCERPT.findall(text))
 
 
 def test_limits_server_serves_within_its_limits(serve: Serve) -> None:
