@@ -113,7 +113,53 @@ PB_VOCABULARY_BY_NUMBER: Final[Mapping[int, bytes]] = {n: w for w, n in PB_VOCAB
 
 
 class BananaError(Exception):
-    """Bytes that are not valid banana, beyond a limit, or a value banana cannot carry."""
+    """Bytes that are not valid banana, beyond a limit, or a value banana cannot carry.
+
+    Where Twisted's banana raises something else for the same bytes, we raise a subclass that
+    is that too (``UnknownSymbolError``, ``UnsupportedElementError``), so that code written
+    against Twisted catches what it caught before. Messages open with Twisted's words where
+    Twisted has some, and go on to say why and what to change.
+    """
+
+
+class UnknownSymbolError(BananaError, KeyError):
+    """A vocabulary symbol (type 0x87) whose number the dialect in use does not define.
+
+    Also a ``KeyError``, as in Twisted (whose message is the number alone: ours opens with it).
+    """
+
+    __str__ = BaseException.__str__  # the message as written, not quoted as KeyError's is
+
+
+class UnsupportedElementError(BananaError, NotImplementedError):
+    """An element no dialect in use defines: an unknown type byte, or a vocabulary symbol
+    while no dialect with a vocabulary (such as "pb") is chosen.
+
+    Also a ``NotImplementedError``, which is what Twisted raises for both.
+    """
+
+
+def _number(value: int) -> str:
+    """An int for a message: in full, as Twisted writes it, unless too long to write cheaply
+    (``str`` of an int is quadratic, and refused past 4,300 digits)."""
+    bits = value.bit_length()
+    return str(value) if bits <= 4096 else f"<int of {bits} bits>"
+
+
+def _headerValue(digits: bytes | bytearray) -> int:
+    """The number base-128 ``digits`` (least significant first) stand for, as Twisted's
+    ``b1282int`` counts it: the sum of digit * 128**position.
+
+    Halves are combined rather than the digits one by one, so a header as long as a large
+    prefix limit allows costs n log n, not n**2.
+    """
+    if len(digits) > 64:
+        half = len(digits) // 2
+        return _headerValue(digits[:half]) + (_headerValue(digits[half:]) << 7 * half)
+    value = 0
+    for digit in reversed(digits):
+        value = (value << 7) + digit
+    return value
 
 
 def _token(magnitude: int, type_byte: int) -> bytes:
@@ -172,13 +218,15 @@ class Decoder:
     the input: undecoded bytes are kept only from the start of the one element
     still incomplete, partially built lists are kept on a stack, and an element
     that cannot be complete yet is not looked at again until enough bytes arrive.
-    Limits are checked as soon as a header is complete, before anything is allocated.
-    After a ``BananaError`` the decoder refuses all further input.
+    Limits are checked as soon as a header is complete, before anything is allocated; any
+    int is a valid limit, however large. After a ``BananaError`` the decoder refuses all
+    further input; so it does after any other exception escaped ``feed`` (``MemoryError``,
+    ``KeyboardInterrupt``), which leaves a scan halfway.
 
     Each message may open at most one list per ``BYTES_PER_LIST`` bytes received so far,
     plus ``list_allowance``. The ratio is fixed because jelly never sends less; only the
     allowance is a setting, for raw banana users who send bare lists (a huge one turns the
-    rule off, and costs the C scanner: above 2**62 Python scans).
+    rule off).
     """
 
     __slots__ = (
@@ -254,6 +302,22 @@ class Decoder:
         except BananaError as e:
             self._failure = e
             raise
+        except BaseException as e:
+            # MemoryError, KeyboardInterrupt...: the scan stopped halfway, with lists on the
+            # stack that the undecoded bytes would add to again. Nothing can resume from
+            # there, so the decoder refuses what follows, as after a BananaError, and lets
+            # go of what it held.
+            self._stop(e)
+            raise
+
+    def _stop(self, cause: BaseException) -> None:
+        """Refuse all further input after ``cause`` interrupted a scan, and free its state."""
+        self._failure = BananaError(
+            f"decoding was interrupted by {type(cause).__qualname__} and cannot resume"
+        )
+        self._open = [([], -1)]
+        self._tail = bytearray()
+        self._needed = self._partial = self._lists = 0
 
     def _decode(self, buf: bytes | bytearray, wanted: int) -> list[object]:
         """Decode ``buf`` (the tail kept from before, then new bytes); stop after ``wanted``."""
@@ -262,8 +326,8 @@ class Decoder:
         self._open[0] = (out, wanted)
         scanned = None
         if _speedups is not None:
-            # None if the C scanner cannot take these settings (negative or huge limits, a
-            # vocabulary that is not a small table): then Python scans.
+            # None if the C scanner cannot take these settings (negative limits, or not
+            # ints; a vocabulary that is not a small table): then Python scans.
             scanned = _speedups.scan(
                 buf, end, self._open, self._symbols, self.size_limit, self.prefix_limit,
                 self.max_depth, self.max_message_size, self.list_allowance, self._partial,
@@ -272,7 +336,7 @@ class Decoder:
         if scanned is not None:
             pos, needed, last_done, lists, error, detail, length = scanned
             if error:
-                raise BananaError(self._scanError(error, detail, length))
+                raise self._scanError(error, detail, length)
         else:
             # One copy per feed that can make progress; the padding lets the hot
             # loop peek a few bytes ahead without a bounds check.
@@ -326,7 +390,7 @@ class Decoder:
                 kind = buf[pos + 2]
                 start = pos + 3
                 if count > size_limit and kind in (0x82, 0x80):
-                    raise BananaError(self._too_long(kind, count))
+                    raise self._too_long(kind, count)
             else:
                 kind, count, start = self._long_header(buf, pos, end)
                 if kind < 0:
@@ -341,10 +405,10 @@ class Decoder:
                 pos = stop
             elif kind == 0x80:
                 if len(stack) >= max_depth:
-                    raise BananaError(self._tooDeep())
+                    raise self._tooDeep()
                 list_floor += 4  # BYTES_PER_LIST
                 if start < list_floor:
-                    raise BananaError(self._tooManyLists(start - message_start))
+                    raise self._tooManyLists(start - message_start)
                 pos = start
                 if count == 2 and buf[pos + 1] == 0x82 and buf[pos] <= small and stack:
                     # A pair of short strings ([b"unicode", b"text"], jelly's commonest
@@ -366,7 +430,7 @@ class Decoder:
             elif kind == 0x87:
                 word = vocabulary.get(count)
                 if word is None:
-                    raise BananaError(self._unknown_symbol(count))
+                    raise self._unknown_symbol(count)
                 items.append(word)
                 pos = start
             elif kind == 0x81 or kind == 0x85:
@@ -383,7 +447,7 @@ class Decoder:
                 items.append(-count)
                 pos = start
             else:
-                raise BananaError(self._unknownType(kind))
+                raise self._unknownType(kind)
             remaining -= 1
             if not remaining:
                 # The innermost list is complete: close it and every parent it completes.
@@ -394,7 +458,7 @@ class Decoder:
                     remaining -= 1
                 if items is out:  # a whole message: was it within bounds?
                     if pos - message_start > max_size:
-                        raise BananaError(self._too_big(max_size))
+                        raise self._too_big(max_size)
                     last_done = message_start = pos
                     list_floor = pos - credit
                 if not remaining:  # the top level itself: ``wanted`` expressions decoded
@@ -402,8 +466,8 @@ class Decoder:
         stack.append((items, remaining))
         return pos, needed, last_done, (list_floor + credit - message_start) // BYTES_PER_LIST
 
-    def _scanError(self, error: int, detail: Any, length: Any) -> str:
-        """The message for an error code of the C scanner (the Python scanner's words)."""
+    def _scanError(self, error: int, detail: Any, length: Any) -> BananaError:
+        """The error for an error code of the C scanner (what the Python scanner raises)."""
         if error == _ERR_PREFIX:
             return self._prefixTooLong()
         if error == _ERR_TOO_LONG:
@@ -425,18 +489,20 @@ class Decoder:
             return
         self._partial = pos - last_done if last_done >= 0 else self._partial + pos
         if self._partial + len(self._tail) > self.max_message_size:
-            raise BananaError(self._too_big(self.max_message_size))
+            raise self._too_big(self.max_message_size)
 
-    def _too_big(self, limit: int) -> str:
-        return (
+    # -- the errors: each method makes one, for both scanners ------------------------------
+
+    def _too_big(self, limit: int) -> BananaError:
+        return BananaError(
             f"a message of more than {limit} bytes; refused (the limit is"
             " Decoder(max_message_size=...), Banana.maxMessageSize, or Limits.maxMessageSize"
             " on a PB factory)"
         )
 
-    def _tooManyLists(self, size: int) -> str:
-        """The message for a list past the budget, ``size`` bytes into its message."""
-        return (
+    def _tooManyLists(self, size: int) -> BananaError:
+        """The error for a list past the budget, ``size`` bytes into its message."""
+        return BananaError(
             f"a message of {size} bytes holding more than"
             f" {size // BYTES_PER_LIST + self.list_allowance} lists; refused (at most one list"
             f" per {BYTES_PER_LIST} bytes, plus {self.list_allowance}: jelly sends at least"
@@ -457,44 +523,65 @@ class Decoder:
             raise BananaError(self._prefixTooLong())
         if digits_end == end:
             return -1, 0, end
-        value = 0
-        for digit in reversed(buf[pos:digits_end]):
-            value = (value << 7) | digit
+        if digits_end - pos > 64:  # only under a prefix limit above Twisted's
+            value = _headerValue(buf[pos:digits_end])
+        else:
+            value = 0
+            for digit in reversed(buf[pos:digits_end]):
+                value = (value << 7) | digit
         type_byte = buf[digits_end]
         if type_byte in (STRING, LIST) and value > self.size_limit:
-            raise BananaError(self._too_long(type_byte, value))
+            raise self._too_long(type_byte, value)
         return type_byte, value, digits_end + 1
 
-    def _prefixTooLong(self) -> str:
-        return (
-            f"element header longer than {self.prefix_limit} digits; refused (the limit is"
+    def _prefixTooLong(self) -> BananaError:
+        return BananaError(
+            f"Security precaution: more than {self.prefix_limit} bytes of prefix (an element"
+            f" header longer than {self.prefix_limit} digits); refused (the limit is"
             " Decoder(prefix_limit=...) or Banana.prefixLimit)"
         )
 
-    def _tooDeep(self) -> str:
-        return (
+    def _tooDeep(self) -> BananaError:
+        return BananaError(
             f"lists nested more than {self.max_depth} deep; refused (the limit is"
             " Decoder(max_depth=...) or Banana.maxDepth)"
         )
 
     @staticmethod
-    def _unknownType(type_byte: int) -> str:
-        return f"unknown element type byte 0x{type_byte:02x}; this is not banana"
-
-    def _too_long(self, type_byte: int, length: int) -> str:
-        what = f"list of {length} elements" if type_byte == LIST else f"string of {length} bytes"
-        return (
-            f"peer announced a {what}, more than the size limit ({self.size_limit});"
-            " refused before reading it (the limit is Decoder(size_limit=...) or Banana.sizeLimit)"
+    def _unknownType(type_byte: int) -> BananaError:
+        return UnsupportedElementError(
+            f"Invalid Type Byte {bytes((type_byte,))!r}: unknown element type byte"
+            f" 0x{type_byte:02x}; this is not banana"
         )
 
-    def _unknown_symbol(self, number: int) -> str:
-        if not self.vocabulary:
-            return (
-                f"vocabulary symbol {number} received, but no dialect with a vocabulary"
+    def _too_long(self, type_byte: int, length: int) -> BananaError:
+        if type_byte == LIST:
+            twisted, what = "List too long", f"a list of {_number(length)} elements"
+        else:
+            twisted, what = "String too long", f"a string of {_number(length)} bytes"
+        return BananaError(
+            f"Security precaution: {twisted}: the peer announced {what}, more than the size"
+            f" limit ({self.size_limit}); refused before reading it (the limit is"
+            " Decoder(size_limit=...) or Banana.sizeLimit)"
+        )
+
+    def _unknown_symbol(self, number: int) -> BananaError:
+        """As Twisted: a number no vocabulary defines is a KeyError; a symbol of the "pb"
+        vocabulary outside the "pb" dialect is a NotImplementedError."""
+        if self.vocabulary:
+            return UnknownSymbolError(
+                f"{_number(number)}: unknown vocabulary symbol; the peer speaks a different dialect"
+            )
+        word = PB_VOCABULARY_BY_NUMBER.get(number)
+        if word is None:
+            return UnknownSymbolError(
+                f"{_number(number)}: unknown vocabulary symbol, and no dialect with a vocabulary"
                 " (such as 'pb') is in use"
             )
-        return f"unknown vocabulary symbol {number}; the peer speaks a different dialect"
+        return UnsupportedElementError(
+            f"Invalid item for pb protocol {word!r}: vocabulary symbol {number} received, but"
+            " no dialect with a vocabulary (such as 'pb') is in use"
+        )
 
 
 def decode(data: bytes) -> object:

@@ -27,6 +27,7 @@ from spread._banana_codec import (
     STRING,
     VOCAB,
     BananaError,
+    _number,
     _token,
 )
 from spread._native import speedups as _speedups
@@ -132,8 +133,8 @@ class Encoder:
                 append(_token(count, LIST))
             else:
                 raise BananaError(
-                    f"a list of {count} elements is longer than the size limit ({size_limit});"
-                    " split it into several messages"
+                    f"list/tuple is too long to send ({count} elements, more than the size"
+                    f" limit of {size_limit}); split it into several messages"
                 )
             if depth > max_depth:
                 raise BananaError(
@@ -206,10 +207,11 @@ class Encoder:
             elif isinstance(value, bytes):
                 put_bytes(bytes(memoryview(value)))
             else:
+                # The type named as Twisted's fullyQualifiedName names a class.
                 raise BananaError(
-                    f"banana cannot encode {kind.__module__}.{kind.__qualname__} objects"
-                    f" ({quote(value)}): it carries only lists, tuples, ints, floats and"
-                    " bytes; serialize other values with spread.jelly first"
+                    f"Banana cannot send {kind.__module__}.{kind.__qualname__} objects:"
+                    f" {quote(value)}; banana carries only lists, tuples, ints, floats and"
+                    " bytes: serialize other values with spread.jelly first"
                 )
 
         def put_bytes(value: bytes) -> None:
@@ -219,8 +221,8 @@ class Encoder:
                 return
             if len(value) > size_limit:
                 raise BananaError(
-                    f"a byte string of {len(value)} bytes is longer than the size limit"
-                    f" ({size_limit}); send it in pieces"
+                    f"byte string is too long to send ({len(value)} bytes, more than the size"
+                    f" limit of {size_limit}); send it in pieces"
                 )
             append(_token(len(value), STRING))
             append(value)
@@ -245,11 +247,11 @@ class Encoder:
             type_byte = NEG if magnitude <= NEG_MAX else LONGNEG
         if magnitude.bit_length() > 7 * self.prefix_limit:
             raise BananaError(
-                f"int of {magnitude.bit_length()} bits does not fit in {self.prefix_limit}"
-                " header digits; send it as bytes (for example str(n).encode())"
+                f"int is too large to send ({_number(value)}: {magnitude.bit_length()} bits do"
+                f" not fit in {self.prefix_limit} header digits); send it as bytes (for"
+                " example str(n).encode())"
             )
         return _token(magnitude, type_byte)
-
 
 
 _NO_SYMBOLS: dict[Any, bytes] = {}

@@ -5,7 +5,8 @@
  *
  *   encode(obj, symbols, size_limit, prefix_limit, max_depth) -> bytes | None
  *       Banana bytes for obj, or None whenever the Python encoder must decide: a limit is
- *       exceeded, a type is not exactly list/tuple/bytes/int/bool/float, an int is too large.
+ *       exceeded, a type is not exactly list/tuple/bytes/int/bool/float, an int is too large,
+ *       the value is nested deeper than the Python stack allows, a limit is not an int.
  *       So every error message (and every unusual value) stays with the Python code.
  *
  *   scan(buf, end, stack, symbols, size_limit, prefix_limit, max_depth, max_size,
@@ -16,7 +17,11 @@
  *       and the lists returned are those of the message still incomplete at the end. error
  *       is 0, or a code whose message the Python side writes (see ERR_*). None, before
  *       anything is read, for settings it does not take: symbols not a tuple (no table), a
- *       limit not an int in [0, 2**62).
+ *       limit not an int, or negative.
+ *
+ *       Limits of any size are taken, and clamped to what a C number holds (see limit_value):
+ *       the same answers as Python's, on 32-bit builds too. Any exception other than an error
+ *       code (MemoryError) leaves the stack half updated: the Decoder then refuses to go on.
  *
  *   unjelly(sexp, allowed, max_depth) -> object | NotImplemented
  *       The value of an s-expression made only of basic forms (unicode, None, boolean, list,
@@ -24,13 +29,16 @@
  *       which case the Python unjellier starts over and decides. allowed(tag) says whether a
  *       tag means its built-in form for this call (taster, registries, invoker); it is asked
  *       once per tag. Sets, frozensets and dicts with more than MAX_KEYS_PER_HASH distinct
- *       keys of one hash are handed over too, for Python to refuse.
+ *       keys of one hash are handed over too, for Python to refuse. An Exception from
+ *       allowed() hands over too (Python asks again and reports it); anything else
+ *       (KeyboardInterrupt, SystemExit) propagates.
  *
  * Nothing here keeps state between calls.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -47,9 +55,70 @@
 #define NEG_MAX_31 2147483648LL /* magnitudes above: large negative (0x86) */
 
 /* The C encoder and unjellier recurse (a few hundred bytes of C stack a level, within even a
- * small thread stack); past this many levels they leave the work to Python,
- * whose own limits (and RecursionError handling) then decide. */
+ * small thread stack); past this many levels, or where the Python code would run out of
+ * recursion (depth_cap), they leave the work to Python, whose own limits (and RecursionError
+ * handling) then decide. Each level past UNGUARDED_LEVELS is also a Py_EnterRecursiveCall,
+ * the interpreter's own guard of the C stack. */
 #define C_RECURSION_CAP 1000
+
+/* Frames kept free below the interpreter's recursion limit (see depth_cap). The Python code
+ * paths need a few frames besides one per level (two for tuples and sets, as the unjellier's
+ * depth counts them): 4 to 9, measured; this leaves room for more. */
+#define PYTHON_FRAME_MARGIN 32
+
+/* How many more levels C may go down from here, at most: C_RECURSION_CAP, and no more than
+ * the Python code would reach before its RecursionError. Past it C hands the value to Python,
+ * which then decides (and refuses) as it would have without C, whatever the recursion limit
+ * and however deep the caller's stack. */
+static long long
+depth_cap(void)
+{
+    PyThreadState *tstate = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x030C0000
+    long long left = tstate->py_recursion_remaining;
+#elif PY_VERSION_HEX >= 0x030B0000
+    long long left = tstate->recursion_remaining;
+#else
+    long long left = (long long)Py_GetRecursionLimit() - tstate->recursion_depth;
+#endif
+    left -= PYTHON_FRAME_MARGIN;
+    return left < C_RECURSION_CAP ? left : C_RECURSION_CAP;
+}
+
+/* Levels above this are each a Py_EnterRecursiveCall; the first ones, a few KB of C stack in
+ * all, are not, so that the messages of every day (nested a few levels) pay nothing for it. */
+#define UNGUARDED_LEVELS 16
+
+/* Enter one level of recursion: 0 to go on; 1 if the recursion limit is reached (nothing
+ * set: the caller hands the value to Python, which meets the same limit and reports it in
+ * its own words); -1 if another exception is set. */
+static int
+enter_level(const char *where)
+{
+    if (!Py_EnterRecursiveCall(where))
+        return 0;
+    if (!PyErr_ExceptionMatches(PyExc_RecursionError))
+        return -1;
+    PyErr_Clear();
+    return 1;
+}
+
+/* A limit as a C number: 0 and *value set (ints beyond a long long clamped to LLONG_MIN or
+ * LLONG_MAX, which no count, depth or position a C number holds can reach), -1 if it is not
+ * an int (nothing set: Python takes it), -2 with an exception set. Subclasses of int are read
+ * as ints, running no user code. */
+static int
+clamp_limit(PyObject *limit, long long *value)
+{
+    if (!PyLong_Check(limit))
+        return -1;
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(limit, &overflow);
+    if (n == -1 && PyErr_Occurred())
+        return -2;
+    *value = overflow > 0 ? LLONG_MAX : overflow < 0 ? LLONG_MIN : n;
+    return 0;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* encoding                                                                                     */
@@ -59,9 +128,10 @@ typedef struct {
     Py_ssize_t len;
     Py_ssize_t cap;
     PyObject *symbols;  /* dict: bytes -> whole token (bytes) */
-    Py_ssize_t size_limit;
-    Py_ssize_t prefix_limit;
-    Py_ssize_t max_depth;
+    long long size_limit; /* each clamped (clamp_limit) */
+    long long prefix_limit;
+    long long max_depth;
+    long long depth_cap; /* see depth_cap() */
     char inline_buf[1024];
 } Out;
 
@@ -192,16 +262,20 @@ encode_float(Out *out, PyObject *obj)
 static int
 encode_sequence(Out *out, PyObject *const *items, Py_ssize_t count, Py_ssize_t depth)
 {
-    if (count > out->size_limit || depth > out->max_depth || depth > C_RECURSION_CAP)
+    if (count > out->size_limit || depth > out->max_depth || depth > out->depth_cap)
         return 0;
-    if (put_header(out, (unsigned long long)count, T_LIST) < 0)
-        return -1;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        int done = encode_value(out, items[i], depth);
-        if (done <= 0)
-            return done;
+    int guarded = depth > UNGUARDED_LEVELS;
+    if (guarded) {
+        int entered = enter_level(" while encoding banana");
+        if (entered != 0)
+            return entered < 0 ? -1 : 0;
     }
-    return 1;
+    int done = put_header(out, (unsigned long long)count, T_LIST) < 0 ? -1 : 1;
+    for (Py_ssize_t i = 0; done > 0 && i < count; i++)
+        done = encode_value(out, items[i], depth);
+    if (guarded)
+        Py_LeaveRecursiveCall();
+    return done;
 }
 
 static int
@@ -228,11 +302,19 @@ encode_value(Out *out, PyObject *obj, Py_ssize_t depth)
 static PyObject *
 speedups_encode(PyObject *module, PyObject *args)
 {
-    PyObject *obj, *symbols;
+    PyObject *obj, *symbols, *size_limit, *prefix_limit, *max_depth;
     Out out;
-    if (!PyArg_ParseTuple(args, "OO!nnn", &obj, &PyDict_Type, &symbols, &out.size_limit,
-                          &out.prefix_limit, &out.max_depth))
+    if (!PyArg_ParseTuple(args, "OO!OOO", &obj, &PyDict_Type, &symbols, &size_limit,
+                          &prefix_limit, &max_depth))
         return NULL;
+    int taken = clamp_limit(size_limit, &out.size_limit);
+    if (taken == 0)
+        taken = clamp_limit(prefix_limit, &out.prefix_limit);
+    if (taken == 0)
+        taken = clamp_limit(max_depth, &out.max_depth);
+    if (taken < 0) /* limits that are not ints: the Python encoder decides */
+        return taken == -1 ? Py_NewRef(Py_None) : NULL;
+    out.depth_cap = depth_cap();
     out.data = out.inline_buf;
     out.len = 0;
     out.cap = sizeof(out.inline_buf);
@@ -267,7 +349,7 @@ speedups_encode(PyObject *module, PyObject *args)
 
 typedef struct {
     PyObject *items;  /* owned */
-    Py_ssize_t remaining;
+    long long remaining; /* a long long even on 32-bit builds: an announced count */
 } Level;
 
 /* Short strings repeat (jelly's tags, dict keys): within one scan, equal ones share an object. */
@@ -298,38 +380,41 @@ cached_bytes(StringCache *cache, const unsigned char *data, Py_ssize_t n)
     return made;
 }
 
-/* A header's value when it does not fit in 63 bits: a Python int. */
+/* A header's value when it does not fit in 63 bits: a Python int, made in time linear in the
+ * digits (their 7 bits each packed into bytes for int.from_bytes), however many there are. */
 static PyObject *
 big_value(const unsigned char *digits, Py_ssize_t n)
 {
     while (n > 0 && digits[n - 1] == 0)
         n--; /* high-order zero digits add nothing */
-    PyObject *value = PyLong_FromLong(0);
-    PyObject *seven = PyLong_FromLong(7);
-    if (value == NULL || seven == NULL)
-        goto fail;
-    for (Py_ssize_t i = n - 1; i >= 0; i--) {
-        PyObject *shifted = PyNumber_Lshift(value, seven);
-        if (shifted == NULL)
-            goto fail;
-        PyObject *digit = PyLong_FromLong(digits[i]);
-        if (digit == NULL) {
-            Py_DECREF(shifted);
-            goto fail;
-        }
-        PyObject *next = PyNumber_Or(shifted, digit);
-        Py_DECREF(shifted);
-        Py_DECREF(digit);
-        if (next == NULL)
-            goto fail;
-        Py_SETREF(value, next);
+    Py_ssize_t size = n - n / 8; /* ceil(7n / 8) bytes */
+    unsigned char *packed = PyMem_Calloc(size ? size : 1, 1);
+    if (packed == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        size_t bit = (size_t)i * 7;
+        unsigned int shifted = (unsigned int)digits[i] << (bit % 8);
+        packed[bit / 8] |= (unsigned char)shifted;
+        if (shifted > 0xFF)
+            packed[bit / 8 + 1] |= (unsigned char)(shifted >> 8);
     }
-    Py_DECREF(seven);
+    PyObject *value = PyObject_CallMethod((PyObject *)&PyLong_Type, "from_bytes", "y#s",
+                                          (const char *)packed, size, "little");
+    PyMem_Free(packed);
     return value;
-fail:
-    Py_XDECREF(value);
-    Py_XDECREF(seven);
-    return NULL;
+}
+
+/* Whether a header's value beyond 63 bits is more than limit (an int beyond 63 bits too):
+ * 1 or 0, or -1 with an exception set. */
+static int
+big_value_exceeds(const unsigned char *digits, Py_ssize_t n, PyObject *limit)
+{
+    PyObject *value = big_value(digits, n);
+    if (value == NULL)
+        return -1;
+    int more = PyObject_RichCompareBool(value, limit, Py_GT);
+    Py_DECREF(value);
+    return more;
 }
 
 /* Append to a list made by new_list (steals value). */
@@ -353,9 +438,9 @@ list_push(PyObject *list, PyObject *value)
 /* An empty list with room for up to 16 of the count announced: announcing costs a peer
  * nothing, so memory grows only with elements that really arrive. */
 static PyObject *
-new_list(Py_ssize_t count)
+new_list(unsigned long long count)
 {
-    Py_ssize_t room = count < 16 ? count : 16;
+    Py_ssize_t room = count < 16 ? (Py_ssize_t)count : 16;
     PyObject *list = PyList_New(room);
     if (list != NULL)
         Py_SET_SIZE((PyVarObject *)list, 0);
@@ -378,7 +463,7 @@ stack_size(Stack *s)
 }
 
 static int
-stack_push(Stack *s, PyObject *items, Py_ssize_t remaining)
+stack_push(Stack *s, PyObject *items, long long remaining)
 {
     if (s->depth == s->capacity) {
         Py_ssize_t capacity = s->capacity ? s->capacity * 2 : 32;
@@ -398,7 +483,7 @@ stack_push(Stack *s, PyObject *items, Py_ssize_t remaining)
 
 /* Pop the innermost level into *items (a new reference) and *remaining. */
 static int
-stack_pop(Stack *s, PyObject **items, Py_ssize_t *remaining)
+stack_pop(Stack *s, PyObject **items, long long *remaining)
 {
     if (s->depth) {
         s->depth--;
@@ -412,9 +497,13 @@ stack_pop(Stack *s, PyObject **items, Py_ssize_t *remaining)
         PyErr_SetString(PyExc_SystemError, "decoder stack holds something other than pairs");
         return -1;
     }
-    *remaining = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 1));
+    /* Python may have stored any count: one beyond a long long can never be reached. */
+    int overflow = 0;
+    *remaining = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(pair, 1), &overflow);
     if (*remaining == -1 && PyErr_Occurred())
         return -1;
+    if (overflow)
+        *remaining = overflow > 0 ? LLONG_MAX : LLONG_MIN;
     *items = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
     return PyList_SetSlice(s->stack, last, last + 1, NULL);
 }
@@ -427,7 +516,7 @@ stack_flush(Stack *s)
     for (Py_ssize_t i = 0; i < s->depth; i++) {
         Level *level = &s->levels[i];
         if (!failed) {
-            PyObject *pair = Py_BuildValue("(On)", level->items, level->remaining);
+            PyObject *pair = Py_BuildValue("(OL)", level->items, level->remaining);
             if (pair == NULL || PyList_Append(s->stack, pair) < 0)
                 failed = 1;
             Py_XDECREF(pair);
@@ -440,38 +529,39 @@ stack_flush(Stack *s)
     return failed ? -1 : 0;
 }
 
-/* A limit as a C number: 0 and *value set, or -1 if it is not an int in [0, 2**62). */
+/* A limit for scan(): 0 and *value set (clamped, as clamp_limit), -1 if the Python scanner
+ * must take it (not exactly an int, or negative), -2 with an exception set. Clamping changes
+ * no answer: a count, depth or size a C number holds cannot pass LLONG_MAX, and the one
+ * value that can, a header beyond 63 bits, is compared with the size limit itself
+ * (big_value_exceeds). */
 static int
-limit_value(PyObject *limit, Py_ssize_t *value)
+limit_value(PyObject *limit, long long *value)
 {
     if (!PyLong_CheckExact(limit))
         return -1;
-    int overflow = 0;
-    long long n = PyLong_AsLongLongAndOverflow(limit, &overflow);
-    if (overflow || n < 0 || n >= (1LL << 62) || (n == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return -1;
-    }
-    *value = (Py_ssize_t)n;
-    return 0;
+    int taken = clamp_limit(limit, value);
+    return taken < 0 ? taken : *value < 0 ? -1 : 0;
 }
 
 static PyObject *
 speedups_scan(PyObject *module, PyObject *args)
 {
     Py_buffer view;
-    Py_ssize_t end, size_limit, prefix_limit, max_depth, max_size, list_allowance;
-    Py_ssize_t partial, lists;
+    Py_ssize_t end, partial, lists;
+    long long size_limit, prefix_limit, max_depth, max_size, list_allowance;
     PyObject *stack_list, *symbols, *limits[5];
     if (!PyArg_ParseTuple(args, "y*nO!OOOOOOnn", &view, &end, &PyList_Type, &stack_list,
                           &symbols, &limits[0], &limits[1], &limits[2], &limits[3], &limits[4],
                           &partial, &lists))
         return NULL;
-    if (!PyTuple_Check(symbols) || limit_value(limits[0], &size_limit) < 0 ||
-        limit_value(limits[1], &prefix_limit) < 0 || limit_value(limits[2], &max_depth) < 0 ||
-        limit_value(limits[3], &max_size) < 0 || limit_value(limits[4], &list_allowance) < 0) {
+    long long *values[5] = {&size_limit, &prefix_limit, &max_depth, &max_size, &list_allowance};
+    int taken = PyTuple_Check(symbols) ? 0 : -1;
+    for (int i = 0; taken == 0 && i < 5; i++)
+        taken = limit_value(limits[i], values[i]);
+    if (taken < 0) {
         PyBuffer_Release(&view);
-        Py_RETURN_NONE; /* settings for the Python scanner */
+        /* -1: settings for the Python scanner */
+        return taken == -1 ? Py_NewRef(Py_None) : NULL;
     }
     if (end < 0 || end > view.len || PyList_GET_SIZE(stack_list) < 1 || partial < 0 ||
         lists < 0) {
@@ -490,7 +580,7 @@ speedups_scan(PyObject *module, PyObject *args)
     int error = ERR_NONE;
     PyObject *detail1 = NULL, *detail2 = NULL;
     PyObject *items = NULL, *out = NULL;
-    Py_ssize_t remaining;
+    long long remaining;
     int failed = 0; /* a Python exception is set */
 
     /* The top level, slot 0, holds the list feed() returns (compared by identity only). */
@@ -538,7 +628,17 @@ speedups_scan(PyObject *module, PyObject *args)
         unsigned char kind = buf[p];
         Py_ssize_t start = p + 1;
         if (kind == T_STRING || kind == T_LIST) {
-            if (big || count > (unsigned long long)size_limit) {
+            int too_long = big ? size_limit < LLONG_MAX : count > (unsigned long long)size_limit;
+            if (big && !too_long) {
+                /* A size limit beyond 63 bits: compare the value itself, as Python does. */
+                too_long = big_value_exceeds(buf + pos, digits, limits[0]);
+                if (too_long < 0) {
+                    failed = 1;
+                    goto done;
+                }
+                count = LLONG_MAX; /* a count no wire can complete, as the value itself */
+            }
+            if (too_long) {
                 error = ERR_TOO_LONG;
                 detail1 = PyLong_FromLong(kind);
                 detail2 = big ? big_value(buf + pos, digits) : PyLong_FromUnsignedLongLong(count);
@@ -550,11 +650,14 @@ speedups_scan(PyObject *module, PyObject *args)
         PyObject *value;
         switch (kind) {
         case T_STRING: {
-            Py_ssize_t stop = start + (Py_ssize_t)count;
-            if (stop > end) {
-                needed = stop;
+            if (count > (unsigned long long)(end - start)) {
+                /* start + count, unless that is past any buffer there can be */
+                needed = count > (unsigned long long)(PY_SSIZE_T_MAX - start)
+                             ? PY_SSIZE_T_MAX
+                             : start + (Py_ssize_t)count;
                 goto incomplete;
             }
+            Py_ssize_t stop = start + (Py_ssize_t)count;
             value = cached_bytes(&cache, buf + start, (Py_ssize_t)count);
             if (list_push(items, value) < 0) {
                 failed = 1;
@@ -569,7 +672,8 @@ speedups_scan(PyObject *module, PyObject *args)
                 goto done;
             }
             lists++;
-            if (lists > (start - message_start) / BYTES_PER_LIST + list_allowance) {
+            /* lists > bytes / BYTES_PER_LIST + list_allowance, without overflow */
+            if (lists - (start - message_start) / BYTES_PER_LIST > list_allowance) {
                 error = ERR_LISTS;
                 detail1 = PyLong_FromSsize_t(start - message_start);
                 if (detail1 == NULL)
@@ -578,14 +682,14 @@ speedups_scan(PyObject *module, PyObject *args)
             }
             pos = start;
             if (count) {
-                PyObject *inner = new_list((Py_ssize_t)count);
+                PyObject *inner = new_list(count);
                 if (inner == NULL || stack_push(&stack, items, remaining) < 0) {
                     Py_XDECREF(inner);
                     failed = 1;
                     goto done;
                 }
                 items = inner;
-                remaining = (Py_ssize_t)count;
+                remaining = (long long)count;
                 continue;
             }
             if (list_push(items, PyList_New(0)) < 0) {
@@ -733,7 +837,8 @@ typedef struct {
 typedef struct {
     PyObject *allowed;  /* allowed(tag) -> bool */
     TextSlot texts[TEXT_CACHE_SLOTS];
-    Py_ssize_t max_depth;
+    long long max_depth; /* clamped (clamp_limit) */
+    long long depth_cap; /* see depth_cap() */
     Py_ssize_t depth;
     signed char verdict[TAG_COUNT]; /* -1 not asked yet, 0 refused, 1 built-in form */
 } Unjellier;
@@ -766,7 +871,8 @@ tag_of(PyObject *tag)
     }
 }
 
-/* Whether tag means its built-in form in this call: 1 yes, 0 no (or it could not be told). */
+/* Whether tag means its built-in form in this call: 1 yes, 0 no (or an Exception said
+ * neither), -1 with a BaseException that is not an Exception set (KeyboardInterrupt...). */
 static int
 tag_allowed(Unjellier *u, int tag, PyObject *tag_object)
 {
@@ -775,6 +881,8 @@ tag_allowed(Unjellier *u, int tag, PyObject *tag_object)
         int truth = answer == NULL ? -1 : PyObject_IsTrue(answer);
         Py_XDECREF(answer);
         if (truth < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return -1; /* an interrupt or an exit: never swallowed */
             PyErr_Clear(); /* the Python unjellier will meet the same error and report it */
             truth = 0;
         }
@@ -1030,8 +1138,9 @@ unjelly_form(Unjellier *u, PyObject *sexp)
         return NOT_BASIC;
     PyObject *head = PyList_GET_ITEM(sexp, 0);
     int tag = tag_of(head);
-    if (tag == TAG_OTHER || !tag_allowed(u, tag, head))
-        return NOT_BASIC;
+    int allowed = tag == TAG_OTHER ? 0 : tag_allowed(u, tag, head);
+    if (allowed <= 0)
+        return allowed < 0 ? NULL : NOT_BASIC;
     switch (tag) {
     case TAG_UNICODE:
         return unjelly_text(u, sexp);
@@ -1054,8 +1163,14 @@ unjelly_form(Unjellier *u, PyObject *sexp)
     }
     /* The containers: their nesting counts as the Python unjellier counts it. */
     Py_ssize_t cost = (tag == TAG_LIST || tag == TAG_DICTIONARY) ? 1 : 2;
-    if (u->depth + cost > u->max_depth || u->depth + cost > C_RECURSION_CAP)
+    if (u->depth + cost > u->max_depth || u->depth + cost > u->depth_cap)
         return NOT_BASIC;
+    int guarded = u->depth > UNGUARDED_LEVELS;
+    if (guarded) {
+        int entered = enter_level(" while unjellying");
+        if (entered != 0)
+            return entered < 0 ? NULL : NOT_BASIC;
+    }
     u->depth += cost;
     PyObject *result;
     switch (tag) {
@@ -1079,6 +1194,8 @@ unjelly_form(Unjellier *u, PyObject *sexp)
         break;
     }
     u->depth -= cost;
+    if (guarded)
+        Py_LeaveRecursiveCall();
     return result;
 }
 
@@ -1105,11 +1222,15 @@ unjelly_any(Unjellier *u, PyObject *sexp)
 static PyObject *
 speedups_unjelly(PyObject *module, PyObject *args)
 {
-    PyObject *sexp;
+    PyObject *sexp, *max_depth;
     Unjellier u;
-    if (!PyArg_ParseTuple(args, "OOn", &sexp, &u.allowed, &u.max_depth))
+    if (!PyArg_ParseTuple(args, "OOO", &sexp, &u.allowed, &max_depth))
         return NULL;
+    int taken = clamp_limit(max_depth, &u.max_depth);
+    if (taken < 0) /* -1: a depth that is not an int, for Python to judge */
+        return taken == -1 ? Py_NewRef(NOT_BASIC) : NULL;
     u.depth = 0;
+    u.depth_cap = depth_cap();
     memset(u.verdict, -1, sizeof(u.verdict));
     memset(u.texts, 0, sizeof(u.texts));
     PyObject *result = unjelly_any(&u, sexp);

@@ -16,8 +16,12 @@ Banana carries s-expressions: nested lists of ints, floats and byte strings
 Error contract: bytes from a peer that are malformed, or exceed a limit, raise
 ``BananaError`` from ``Decoder.feed``/``decode``, and a ``Banana`` connection logs
 them and drops itself (only itself). A value that cannot be encoded raises
-``BananaError`` from ``encode`` and nothing is sent. Any other exception escaping
-this module is a bug in spread: please report it.
+``BananaError`` from ``encode`` and nothing is sent. Where Twisted raises ``KeyError``
+(an unknown vocabulary symbol) or ``NotImplementedError`` (a symbol outside the "pb"
+dialect, an unknown type byte), the ``BananaError`` is that too: ``UnknownSymbolError``,
+``UnsupportedElementError``. Any other exception escaping this module (but ``MemoryError``
+or an interrupt, after which a ``Decoder`` refuses to go on) is a bug in spread: please
+report it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from spread._banana_codec import (
     SIZE_LIMIT,
     BananaError,
     Decoder,
+    UnknownSymbolError,
+    UnsupportedElementError,
     decode,
 )
 from spread._banana_encoder import Encoder, encode
@@ -53,8 +59,8 @@ __all__ = [
     "FLOAT", "HIGH_BIT_SET", "INT", "LIST", "LONGINT", "LONGNEG", "MAX_DEPTH", "MAX_MESSAGE_SIZE",
     "NEG",
     "PB_VOCABULARY", "PB_VOCABULARY_BY_NUMBER", "PREFIX_LIMIT", "SIZE_LIMIT", "STRING", "VOCAB",
-    "Banana", "BananaError", "Decoder", "Encoder", "b1282int", "connectionDone", "decode",
-    "encode", "int2b128", "setPrefixLimit",
+    "Banana", "BananaError", "Decoder", "Encoder", "UnknownSymbolError", "UnsupportedElementError",
+    "b1282int", "connectionDone", "decode", "encode", "int2b128", "setPrefixLimit",
 ]  # fmt: skip
 
 # Twisted's names for the type bytes, as one-byte strings like Twisted's.
@@ -68,7 +74,7 @@ LONGNEG = bytes((_codec.LONGNEG,))
 VOCAB = bytes((_codec.VOCAB,))
 HIGH_BIT_SET = LIST
 
-for _public in (BananaError, Decoder, Encoder):
+for _public in (BananaError, Decoder, Encoder, UnknownSymbolError, UnsupportedElementError):
     _public.__module__ = __name__  # where users import them from, and what tracebacks show
 del _public
 
@@ -86,10 +92,7 @@ def int2b128(integer: int, stream: Callable[[bytes], object]) -> None:
 
 def b1282int(st: bytes) -> int:
     """The int that base-128 header digits (least significant first) stand for."""
-    value = 0
-    for digit in reversed(st):
-        value = (value << 7) | digit
-    return value
+    return _codec._headerValue(st)
 
 
 def setPrefixLimit(limit: int) -> None:

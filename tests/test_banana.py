@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 
-import spread._banana_codec
 from spread import banana
 from spread.banana import (
     MAX_DEPTH,
@@ -238,7 +237,7 @@ def test_a_sequence_subclass_is_sent_as_it_iterates() -> None:
     "value", ["text", None, {1: 2}, {1}, bytearray(b"x"), memoryview(b"x"), object(), 1j]
 )
 def test_values_banana_cannot_carry_raise_banana_error(value: object) -> None:
-    with pytest.raises(BananaError, match="cannot encode"):
+    with pytest.raises(BananaError, match="Banana cannot send"):
         encode([1, [value]])
 
 
@@ -318,11 +317,9 @@ def test_encoder_raises_banana_error_when_the_call_stack_is_already_deep() -> No
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(700)
     try:
-        if spread._banana_codec._speedups is not None:  # the C encoder needs no Python stack
-            assert recurse(300) == Encoder().encode(nested(500))
-        else:
-            with pytest.raises(BananaError, match="too deeply"):
-                recurse(300)
+        # The C encoder hands over where Python would run out of stack: the same error.
+        with pytest.raises(BananaError, match="too deeply"):
+            recurse(300)
     finally:
         sys.setrecursionlimit(limit)
 
@@ -542,7 +539,7 @@ def test_symbol_without_a_vocabulary_is_refused() -> None:
 
 
 def test_unknown_symbol_number_is_refused() -> None:
-    with pytest.raises(BananaError, match="unknown vocabulary symbol 99"):
+    with pytest.raises(BananaError, match=r"^99: unknown vocabulary symbol"):
         Decoder(PB_VOCABULARY_BY_NUMBER).feed(b"\x63\x87")
 
 

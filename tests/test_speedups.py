@@ -18,12 +18,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.spread import banana as twisted_banana
 
 import spread._banana_codec as codec
+import spread._banana_encoder as encoder_module
 import spread.jelly as jelly_module
 from spread._jelly_keys import MAX_KEYS_PER_HASH
 from spread._native import speedups
@@ -42,13 +43,13 @@ needs_c = pytest.mark.skipif(speedups is None, reason="spread._speedups is not b
 
 @contextlib.contextmanager
 def pure_python() -> Iterator[None]:
-    """Run the block on the pure-Python code paths only."""
-    saved = codec._speedups, jelly_module._speedups
-    codec._speedups = jelly_module._speedups = None
+    """Run the block on the pure-Python code paths only (each module keeps its own name)."""
+    saved = codec._speedups, encoder_module._speedups, jelly_module._speedups
+    codec._speedups = encoder_module._speedups = jelly_module._speedups = None
     try:
         yield
     finally:
-        codec._speedups, jelly_module._speedups = saved
+        codec._speedups, encoder_module._speedups, jelly_module._speedups = saved
 
 
 def outcome(call: Any) -> tuple[str, str]:
@@ -59,20 +60,45 @@ def outcome(call: Any) -> tuple[str, str]:
         return (type(error).__name__, str(error))
 
 
+class _Written(str):
+    """Text already written, on typed_repr's work stack (among values still to write)."""
+
+
 def typed_repr(value: Any) -> str:
-    """A repr that tells 1 from True from 1.0, and where NaN equals NaN."""
-    if isinstance(value, (list, tuple)):
-        inner = ", ".join(typed_repr(item) for item in value)
-        return f"{type(value).__name__}[{inner}]"
-    if isinstance(value, dict):
-        inner = ", ".join(f"{typed_repr(k)}: {typed_repr(v)}" for k, v in value.items())
-        return f"dict{{{inner}}}"
-    if isinstance(value, (set, frozenset)):
-        inner = ", ".join(sorted(typed_repr(item) for item in value))
-        return f"{type(value).__name__}{{{inner}}}"
-    if isinstance(value, float) and math.isnan(value):
-        return "float(nan)"
-    return f"{type(value).__name__}({value!r})"
+    """A repr that tells 1 from True from 1.0, and where NaN equals NaN.
+
+    Lists, tuples and dicts are walked with a stack of their own, not by recursion, so that
+    values nested thousands deep (as the depth tests decode) are written too."""
+    parts: list[str] = []
+    work: list[Any] = [value]
+    while work:
+        item = work.pop()
+        if type(item) is _Written:
+            parts.append(item)
+        elif isinstance(item, (list, tuple)):
+            work.append(_Written("]"))
+            for index in reversed(range(len(item))):
+                work.append(item[index])
+                if index:
+                    work.append(_Written(", "))
+            parts.append(f"{type(item).__name__}[")
+        elif isinstance(item, dict):
+            work.append(_Written("}"))
+            pairs = list(item.items())
+            for index in reversed(range(len(pairs))):
+                key, entry = pairs[index]
+                work.extend([entry, _Written(": "), key])
+                if index:
+                    work.append(_Written(", "))
+            parts.append("dict{")
+        elif isinstance(item, (set, frozenset)):
+            inner = ", ".join(sorted(typed_repr(member) for member in item))
+            parts.append(f"{type(item).__name__}{{{inner}}}")
+        elif isinstance(item, float) and math.isnan(item):
+            parts.append("float(nan)")
+        else:
+            parts.append(f"{type(item).__name__}({item!r})")
+    return "".join(parts)
 
 
 def test_ci_builds_the_accelerator() -> None:
@@ -117,16 +143,21 @@ values = st.recursive(
     ),
     max_leaves=30,
 )
+# Limits past what a C ssize_t (32 or 64 bits) or a long long holds: C clamps them, and must
+# answer as Python does.
+HUGE_LIMITS = [2**31 - 1, 2**31, 2**32 + 1, 2**62, 2**63 - 1, 2**63, 2**64, 2**64 + 1, 2**100]
+
 limits = st.fixed_dictionaries(
     {
-        "size_limit": st.sampled_from([0, 1, 3, 10, 127, 128, 640 * 1024]),
-        "prefix_limit": st.sampled_from([0, 1, 2, 3, 64]),
-        "max_depth": st.sampled_from([0, 1, 2, 5, 1000]),
+        "size_limit": st.sampled_from([0, 1, 3, 10, 127, 128, 640 * 1024, *HUGE_LIMITS]),
+        "prefix_limit": st.sampled_from([0, 1, 2, 3, 64, *HUGE_LIMITS]),
+        "max_depth": st.sampled_from([0, 1, 2, 5, 1000, *HUGE_LIMITS]),
     }
 )
 
 
 @needs_c
+@settings(deadline=None)
 @given(values, limits, st.booleans())
 def test_encoder_matches_python(value: Any, settings: dict[str, int], pb: bool) -> None:
     def run() -> bytes:
@@ -137,11 +168,83 @@ def test_encoder_matches_python(value: Any, settings: dict[str, int], pb: bool) 
         assert outcome(run) == fast
 
 
+def nested_in(depth: int, leaf: Any) -> Any:
+    """``leaf`` inside ``depth`` lists (``depth`` 0: the leaf itself)."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+def recursion_depth() -> int:
+    """How deep the interpreter counts this call to be: C calls count too, so frames do not
+    tell. The lowest recursion limit it accepts is one more."""
+    saved = sys.getrecursionlimit()
+    low, high = 1, saved  # the limit in force is accepted; find the lowest one that is
+    while low < high:
+        middle = (low + high) // 2
+        try:
+            sys.setrecursionlimit(middle)
+        except RecursionError:
+            low = middle + 1
+        else:
+            high = middle
+        finally:
+            sys.setrecursionlimit(saved)
+    return low - 1
+
+
+class stack_room:  # noqa: N801 - used as a context manager, like contextlib's
+    """Lower the recursion limit to allow about ``frames`` more calls from where the ``with``
+    statement is (None: leave it as it is)."""
+
+    def __init__(self, frames: int | None) -> None:
+        self.frames = frames
+        self.saved = sys.getrecursionlimit()
+
+    def __enter__(self) -> None:
+        if self.frames is not None:
+            sys.setrecursionlimit(recursion_depth() + self.frames)
+
+    def __exit__(self, *exc_info: object) -> None:
+        sys.setrecursionlimit(self.saved)
+
+
+deep_leaves = st.sampled_from([0, 2**100, b"x" * 200, 1.5, True, b"None", (), (1, b"ab"), Count(3)])
+
+
+@needs_c
+@settings(deadline=None, max_examples=150)
+@given(
+    st.one_of(
+        st.sampled_from([997, 998, 999, 1000, 1001, 1002, 1500]), st.integers(0, 1100)
+    ),
+    deep_leaves,
+    st.sampled_from([997, 998, 999, 1000, 1001, 2**63, 2**64]),
+    st.one_of(st.none(), st.sampled_from([1300, 3000]), st.integers(64, 1200)),
+    st.booleans(),
+)
+def test_encoder_matches_python_on_deep_nesting(
+    depth: int, leaf: Any, max_depth: int, room: int | None, pb: bool
+) -> None:
+    # Near max_depth, near the C recursion cap and near the interpreter's recursion limit
+    # (which may be lowered, or the caller's stack deep): C must give up where Python does.
+    value = nested_in(depth, leaf)
+    encoder = Encoder(PB_VOCABULARY if pb else None, max_depth=max_depth)
+
+    def run() -> bytes:
+        with stack_room(room):
+            return encoder.encode(value)
+
+    fast = outcome(run)
+    with pure_python():
+        assert outcome(run) == fast
+
+
 @needs_c
 def test_encoder_hands_unusual_values_to_python() -> None:
     # A subclass, an int too large for 63 bits, a value banana cannot carry at all.
     assert encode([Count(5), 2**100]) == b"\x02\x80\x05\x81" + encode(2**100)
-    with pytest.raises(BananaError, match="cannot encode"):
+    with pytest.raises(BananaError, match="Banana cannot send"):
         encode([1, object()])
 
 
@@ -253,11 +356,11 @@ def _encodable(value: Any) -> bool:
 
 decoder_limits = st.fixed_dictionaries(
     {
-        "size_limit": st.sampled_from([0, 2, 10, 640 * 1024]),
-        "prefix_limit": st.sampled_from([0, 1, 2, 64]),
-        "max_depth": st.sampled_from([0, 1, 3, 1000]),
-        "max_message_size": st.sampled_from([1, 20, 16 * 1024 * 1024]),
-        "list_allowance": st.sampled_from([4096, 0, 1, 2, 5, 20]),
+        "size_limit": st.sampled_from([0, 2, 10, 640 * 1024, *HUGE_LIMITS]),
+        "prefix_limit": st.sampled_from([0, 1, 2, 64, *HUGE_LIMITS]),
+        "max_depth": st.sampled_from([0, 1, 3, 1000, *HUGE_LIMITS]),
+        "max_message_size": st.sampled_from([1, 20, 16 * 1024 * 1024, *HUGE_LIMITS]),
+        "list_allowance": st.sampled_from([4096, 0, 1, 2, 5, 20, *HUGE_LIMITS]),
     }
 )
 
@@ -276,6 +379,7 @@ def feed_all(decoder: Decoder, wire: bytes, cuts: list[int], first: int | None) 
 
 
 @needs_c
+@settings(deadline=None)
 @given(
     st.lists(wire_pieces, max_size=6).map(b"".join),
     st.data(),
@@ -297,12 +401,13 @@ def test_decoder_matches_python(
 # within the default prefix limit (the case a Twisted peer may send), not refused at once.
 padded_limits = st.fixed_dictionaries(
     {
-        "size_limit": st.sampled_from([640 * 1024, 0, 2, 10]),
+        # Beyond 63 bits, C compares a header beyond 63 bits with the limit itself.
+        "size_limit": st.sampled_from([640 * 1024, 0, 2, 10, 2**63 - 1, 2**63, 2**64, 2**70 + 5]),
         # 9 digits fill the C scanner's 63-bit number, the 10th is the first beyond it.
-        "prefix_limit": st.sampled_from([64, 65, 10, 9, 2, 1, 0]),
-        "max_depth": st.sampled_from([1000, 1, 3]),
-        "max_message_size": st.sampled_from([16 * 1024 * 1024, 20]),
-        "list_allowance": st.sampled_from([4096, 1, 3]),
+        "prefix_limit": st.sampled_from([64, 65, 10, 9, 2, 1, 0, 2**63, 2**64]),
+        "max_depth": st.sampled_from([1000, 1, 3, 2**63]),
+        "max_message_size": st.sampled_from([16 * 1024 * 1024, 20, 2**64]),
+        "list_allowance": st.sampled_from([4096, 1, 3, 2**62, 2**64]),
     }
 )
 
@@ -324,6 +429,7 @@ def assert_scanners_agree(
 
 
 @needs_c
+@settings(deadline=None)
 @given(
     st.lists(st.one_of(padded_headers(), wire_pieces), min_size=1, max_size=5).map(b"".join),
     st.data(),
@@ -349,6 +455,7 @@ list_budget_limits = st.fixed_dictionaries(
 
 
 @needs_c
+@settings(deadline=None)
 @given(
     st.lists(st.one_of(list_heavy(), list_heavy(), wire_pieces), min_size=1, max_size=6).map(
         b"".join
@@ -385,6 +492,36 @@ def test_decoder_matches_python_at_the_default_list_budget(
         assert feed_all(Decoder(PB_VOCABULARY_BY_NUMBER), wire, cuts, first) == fast
 
 
+@st.composite
+def deep_wires(draw: st.DrawFn) -> bytes:
+    """Lists nested about as deep as the depth limits drawn below, complete or not, maybe
+    with more after them."""
+    depth = draw(
+        st.one_of(
+            st.sampled_from([997, 998, 999, 1000, 1001, 1002, 1500, 5000]), st.integers(0, 1100)
+        )
+    )
+    leaf = draw(st.sampled_from([b"\x00\x80", b"\x05\x81", b"\x01\x82x", b"\x01\x87", b""]))
+    wire = b"\x01\x80" * depth + leaf
+    return wire + draw(st.sampled_from([b"", b"\x01\x81", b"\x02\x80"]))
+
+
+@needs_c
+@settings(deadline=None, max_examples=100)
+@given(
+    deep_wires(),
+    st.data(),
+    st.sampled_from([997, 998, 999, 1000, 1001, 1002, 2**63, 2**64]),
+    st.sampled_from([4096, 0, 2**63]),
+    st.booleans(),
+)
+def test_decoder_matches_python_on_deep_nesting(
+    wire: bytes, data: st.DataObject, max_depth: int, list_allowance: int, pb: bool
+) -> None:
+    settings = {"max_depth": max_depth, "list_allowance": list_allowance}
+    assert_scanners_agree(wire, data, settings, pb, None)
+
+
 def twisted_decoded(wire: bytes, pb: bool) -> list[Any] | None:
     """What Twisted's decoder (prefix limit 64) makes of ``wire``; None if it refuses it."""
     received: list[Any] = []
@@ -405,7 +542,7 @@ def zero_padded(value: int, digits: int, kind: int) -> bytes:
     return significant + bytes(digits - len(significant)) + bytes((kind,))
 
 
-PREFIX_ERROR = "element header longer than 64 digits"
+PREFIX_ERROR = "Security precaution: more than 64 bytes of prefix"
 TOO_LONG_ERROR = "more than the size limit"
 
 
@@ -435,8 +572,8 @@ TOO_LONG_ERROR = "more than the size limit"
         (zero_padded(1, 10, codec.VOCAB), True, [b"None"]),
         (zero_padded(31, 64, codec.VOCAB), True, [b"uncache"]),
         (zero_padded(1, 65, codec.VOCAB), True, PREFIX_ERROR),
-        (zero_padded(32, 64, codec.VOCAB), True, "unknown vocabulary symbol 32"),
-        (zero_padded(2**63 + 1, 12, codec.VOCAB), True, f"unknown vocabulary symbol {2**63 + 1}"),
+        (zero_padded(32, 64, codec.VOCAB), True, "32: unknown vocabulary symbol"),
+        (zero_padded(2**63 + 1, 12, codec.VOCAB), True, f"{2**63 + 1}: unknown vocabulary symbol"),
     ],
 )
 def test_high_order_zero_digits_count_toward_the_prefix_limit_only(
@@ -455,7 +592,7 @@ def test_high_order_zero_digits_count_toward_the_prefix_limit_only(
     (kind, result), split = runs[1]
     twisted = twisted_decoded(wire, pb)
     if isinstance(expected, str):
-        assert kind == "BananaError"
+        assert kind in ("BananaError", "UnknownSymbolError")
         assert expected in result
         assert twisted is None
     else:
@@ -487,6 +624,60 @@ def test_decoder_with_a_vocabulary_it_cannot_index_uses_python() -> None:
     decoder = Decoder({10**6: b"far", 1: b"near"})
     wire = codec._token(10**6, codec.VOCAB) + codec._token(1, codec.VOCAB)
     assert decoder.feed(wire) == [b"far", b"near"]
+
+
+@needs_c
+@pytest.mark.parametrize("limit", HUGE_LIMITS)
+def test_c_scanner_takes_limits_of_any_size(limit: int) -> None:
+    """Limits past 2**62 (or past a 32-bit ssize_t) are clamped in C, not left to Python, and
+    never wrap: 2**32 + 1 is not 1, 2**64 + 1 is not 1."""
+    assert speedups is not None
+    stack: list[tuple[list[object], int]] = [([], -1)]
+    wire = b"\x02\x82ab" + codec._token(2**40, codec.STRING)
+    scanned = speedups.scan(wire, len(wire), stack, (), limit, limit, limit, limit, limit, 0, 0)
+    assert scanned is not None
+    pos, needed, _last_done, _lists, error, _detail, length = scanned
+    assert stack[0][0] == [b"ab"]
+    if limit >= 2**40:
+        assert (pos, error) == (4, 0)  # the second string is awaited
+        assert needed == 4 + len(codec._token(2**40, codec.STRING)) + 2**40
+    else:
+        assert (error, length) == (codec._ERR_TOO_LONG, 2**40)
+    assert speedups.encode([b"ab", [1]], {}, limit, limit, limit) == encode([b"ab", [1]])
+    allowed = jelly_module._builtinForms(None, None)
+    assert speedups.unjelly([b"list", [b"tuple", 1]], allowed, limit) == [(1,)]
+
+
+@needs_c
+def test_c_entry_points_leave_limits_that_are_not_ints_to_python() -> None:
+    assert speedups is not None
+    assert speedups.encode([1], {}, 10.5, 64, 1000) is None
+    assert speedups.unjelly([b"list", 1], jelly_module._builtinForms(None, None), None) is (
+        NotImplemented
+    )
+    assert speedups.scan(b"\x01\x81", 2, [([], -1)], (), -1, 64, 10, 10, 10, 0, 0) is None
+
+
+@needs_c
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit, GeneratorExit])
+def test_c_unjelly_lets_an_interrupt_from_allowed_through(interrupt: type[BaseException]) -> None:
+    assert speedups is not None
+
+    def allowed(tag: bytes) -> bool:
+        raise interrupt
+
+    with pytest.raises(interrupt):
+        speedups.unjelly([b"list", 1], allowed, 100)
+
+
+@needs_c
+def test_c_unjelly_hands_an_exception_from_allowed_to_python() -> None:
+    assert speedups is not None
+
+    def allowed(tag: bytes) -> bool:
+        raise ValueError("Python asks again and reports it")
+
+    assert speedups.unjelly([b"list", 1], allowed, 100) is NotImplemented
 
 
 # -- unjelly ------------------------------------------------------------------------------------
@@ -537,7 +728,12 @@ def test_unjelly_matches_python_on_values(value: Any) -> None:
 
 
 @needs_c
-@given(sexps, st.sampled_from([None, "fresh", "instances"]), st.sampled_from([2, 5, 500]))
+@settings(deadline=None)
+@given(
+    sexps,
+    st.sampled_from([None, "fresh", "instances"]),
+    st.sampled_from([2, 5, 500, 0, 1, -1, *HUGE_LIMITS]),
+)
 def test_unjelly_matches_python_on_any_sexp(sexp: Any, taster_kind: str | None, depth: int) -> None:
     taster: Any = None
     if taster_kind == "fresh":
@@ -548,6 +744,43 @@ def test_unjelly_matches_python_on_any_sexp(sexp: Any, taster_kind: str | None, 
     fast = outcome(lambda: unjelly(sexp, taster, maxDepth=depth))
     with pure_python():
         assert outcome(lambda: unjelly(sexp, taster, maxDepth=depth)) == fast
+
+
+DEEP_FORMS = {
+    "list": lambda inner: [b"list", inner],
+    "tuple": lambda inner: [b"tuple", 1, inner],
+    "dictionary": lambda inner: [b"dictionary", [[b"unicode", b"k"], inner]],
+    "frozenset": lambda inner: [b"frozenset", [b"tuple", inner]],
+}
+
+
+@needs_c
+@settings(deadline=None, max_examples=150)
+@given(
+    st.lists(st.sampled_from(sorted(DEEP_FORMS)), min_size=1, max_size=3),
+    st.one_of(
+        st.sampled_from([249, 250, 333, 499, 500, 501, 999, 1000, 1001]), st.integers(0, 1100)
+    ),
+    st.sampled_from([[b"None"], [b"unicode", b"x"], 5, [b"list"], [b"set", 1, 2]]),
+    st.sampled_from([499, 500, 501, 999, 1000, 1001, 2**63, 2**64]),
+    st.one_of(st.none(), st.sampled_from([1300, 3000]), st.integers(64, 1200)),
+)
+def test_unjelly_matches_python_on_deep_nesting(
+    forms: list[str], depth: int, leaf: Any, max_depth: int, room: int | None
+) -> None:
+    # As for the encoder: near maxDepth, the C cap and the recursion limit, C gives up where
+    # Python does (each form costs the Python unjellier the frames its depth counts).
+    sexp = leaf
+    for level in range(depth):
+        sexp = DEEP_FORMS[forms[level % len(forms)]](sexp)
+
+    def run() -> Any:
+        with stack_room(room):
+            return unjelly(sexp, maxDepth=max_depth)
+
+    fast = outcome(run)
+    with pure_python():
+        assert outcome(run) == fast
 
 
 def hash_one(n: int) -> float | int:
