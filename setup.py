@@ -1,7 +1,7 @@
 """Builds the optional C accelerator; everything else is in pyproject.toml.
 
 ``optional=True``: where no C compiler is found the build goes on without it and
-spread runs on its pure-Python code paths (``spread.speedups`` says which).
+spread runs on its pure-Python code paths (``spread.accelerated()`` says which).
 """
 
 from setuptools import Extension, setup
