@@ -198,10 +198,21 @@ class Banana(protocol.Protocol):
     # -- sending --------------------------------------------------------------------------
 
     def sendEncoded(self, obj: object) -> None:
-        """Encode ``obj`` and write it; raises ``BananaError`` (writing nothing) if it cannot."""
+        """Encode ``obj`` and write it; raises ``BananaError`` (writing nothing) if it cannot.
+
+        A message larger than ``maxMessageSize`` is refused here too: a peer with the same
+        limits (a default spread peer) would drop the connection on receiving it, and with
+        it every other call waiting there.
+        """
         if self.limits is not self._syncedLimits or self.prefixLimit != self._syncedPrefix:
             self._syncLimits()
         data = self._encoder.encode(obj)
+        if len(data) > self.limits.maxMessageSize:
+            raise BananaError(
+                f"message is too long to send ({len(data)} bytes, more than the "
+                f"{self.limits.maxMessageSize} a peer with these limits accepts); send less "
+                "per call, or raise Limits.maxMessageSize on both sides"
+            )
         if self._watchWrites:
             self._written(len(data))
         outbox = self._outbox

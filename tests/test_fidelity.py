@@ -18,7 +18,7 @@ from twisted.spread import flavors as tflavors
 from twisted.spread import pb as tpb
 from twisted.test import iosim
 
-from spread import jelly, pb
+from spread import banana, jelly, pb
 
 
 class Echo(pb.Root):
@@ -240,3 +240,18 @@ def test_a_placeholder_is_sent_as_twisted_does_and_warned_once_per_class() -> No
     warnings = [event for event in events if "placeholder" in event.get("log_format", "")]
     assert [event["cls"] for event in warnings] == ["test_fidelity.Plain", "test_fidelity.Other"]
     assert all(event["log_level"] is LogLevel.warn for event in warnings)
+
+
+# -- outgoing size (point 12) -----------------------------------------------------------------
+
+
+def test_a_call_too_large_for_the_peer_raises_before_anything_is_sent() -> None:
+    loop = Loop(Echo())
+    root = loop.root()
+    pending = root.callRemote("echo", "still waiting")  # must survive the refusal below
+    chunks = [b"x" * 600_000] * 30  # each string is allowed; the 18 MB message is not
+    with pytest.raises(banana.BananaError, match="too long to send"):
+        root.callRemote("echo", chunks)
+    assert loop.result(pending) == "still waiting"
+    assert not loop.client.disconnected
+    assert loop.call("echo", 1) == 1

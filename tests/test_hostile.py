@@ -27,6 +27,7 @@ LIMITS = Limits(
     maxDepth=50,
 )
 NO_KW = [b"dictionary"]
+BIG = 1024 * 1024  # room for the 300 KB answers some tests ask for (and do not read)
 
 
 class Counter(pb.Referenceable):
@@ -412,7 +413,7 @@ async def test_flood_without_reading_stalls_only_the_flooder(server: Server) -> 
 
 @pytest_twisted.ensureDeferred
 async def test_calls_whose_answers_are_not_read_stop_running(servers: Any) -> None:
-    server = await servers(LIMITS.replace(maxPendingCalls=5000))
+    server = await servers(LIMITS.replace(maxPendingCalls=5000, maxMessageSize=BIG))
     peer = await raw_peer(server)
     peer.transport.pauseProducing()  # type: ignore[union-attr]  # never read an answer
     peer.handshake()
@@ -435,7 +436,7 @@ async def _first_broker(server: Server) -> pb.Broker:
 
 @pytest_twisted.ensureDeferred
 async def test_a_peer_that_never_reads_is_dropped_after_the_write_timeout(servers: Any) -> None:
-    server = await servers(LIMITS.replace(writeTimeout=0.5))
+    server = await servers(LIMITS.replace(writeTimeout=0.5, maxMessageSize=BIG))
     peer = await raw_peer(server)
     peer.transport.pauseProducing()  # type: ignore[union-attr]
     peer.handshake()
@@ -449,7 +450,9 @@ async def test_a_peer_that_never_reads_is_dropped_after_the_write_timeout(server
 
 @pytest_twisted.ensureDeferred
 async def test_an_observer_that_never_reads_is_dropped_not_buffered(servers: Any) -> None:
-    server = await servers(LIMITS.replace(maxBufferedOutput=2 * 1024 * 1024, writeTimeout=3600))
+    server = await servers(
+        LIMITS.replace(maxBufferedOutput=2 * 1024 * 1024, writeTimeout=3600, maxMessageSize=BIG)
+    )
     root = await server.client()
     replica = await root.callRemote("board")
     client_broker = server.clients[-1]._broker
