@@ -25,7 +25,7 @@ from spread._paging import PagingMixin
 from spread._session import PROTOCOL_VERSION, PBSession, SessionState
 from spread.banana import Banana
 from spread.jelly import globalSecurity
-from spread.limits import Limits
+from spread.limits import DEFAULT_LIMITS, Limits
 
 _log = Logger()
 
@@ -41,7 +41,7 @@ def reactorOr(reactor: Any) -> Any:
     return global_reactor
 
 
-_NOT_WATCHING = FlowControl(None, Limits(), None, lambda: None, lambda why: None)
+_NOT_WATCHING = FlowControl(None, DEFAULT_LIMITS, None, lambda: None, lambda why: None)
 """The flow control of a broker not connected yet: never paused, watching nothing."""
 
 

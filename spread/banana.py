@@ -53,7 +53,7 @@ from spread._banana_codec import (
 from spread._banana_encoder import Encoder, encode
 from spread._quote import quote
 from spread._writethrough import canWriteThrough, writeThrough
-from spread.limits import Limits
+from spread.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "FLOAT", "HIGH_BIT_SET", "INT", "LIST", "LONGINT", "LONGNEG", "MAX_DEPTH", "MAX_MESSAGE_SIZE",
@@ -119,7 +119,7 @@ class Banana(protocol.Protocol):
     knownDialects: list[bytes] = [b"pb", b"none"]
     """Dialects we speak, in order of preference (the server's order decides)."""
 
-    limits: Limits = Limits()
+    limits: Limits = DEFAULT_LIMITS
     """The bounds on what the peer may send; a broker sets its own per connection.
 
     ``sizeLimit``, ``maxDepth`` and ``maxMessageSize`` read and write these fields

@@ -21,6 +21,7 @@ from spread._banana_codec import MAX_DEPTH, MAX_MESSAGE_SIZE, SIZE_LIMIT
 from spread._broker import MAX_BROKER_REFS
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "LOGIN_TIMEOUT",
     "MAX_BROKER_REFS",
     "MAX_BUFFERED_OUTPUT",
@@ -138,7 +139,11 @@ class Limits:
         return replace(self, **changes)
 
 
+DEFAULT_LIMITS = Limits()
+"""The defaults, shared: a ``Limits`` never changes, so every connection may hold this one."""
+
+
 def withBrokerRefs(limits: Limits | None, maxBrokerRefs: int | None) -> Limits:
-    """``limits`` (``Limits()`` if None) with Twisted's older ``maxBrokerRefs`` knob, if given."""
-    chosen = Limits() if limits is None else limits
+    """``limits`` (the defaults if None) with Twisted's older ``maxBrokerRefs`` knob, if given."""
+    chosen = DEFAULT_LIMITS if limits is None else limits
     return chosen if maxBrokerRefs is None else chosen.replace(maxBrokerRefs=maxBrokerRefs)
