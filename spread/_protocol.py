@@ -48,6 +48,11 @@ _NOT_WATCHING = FlowControl(None, DEFAULT_LIMITS, None, lambda: None, lambda why
 class Broker(PBSession, PagingMixin, Banana):
     """One PB connection: references, calls, copies and caches in both directions."""
 
+    # A server offers the spread dialect ahead of Twisted's: a Twisted client skips the
+    # name it does not know and answers "pb"; a spread client answers "spread".
+    knownDialects = [b"spread", b"pb", b"none"]
+    _vocabularyDialects = frozenset({b"spread", b"pb"})
+
     def __init__(
         self,
         isClient: bool = True,
@@ -109,6 +114,7 @@ class Broker(PBSession, PagingMixin, Banana):
         )
         if not self.pageProducers:
             self._flow.attach()
+        self.spreadDialect = self.currentDialect == b"spread"
         PBSession.connectionReady(self)
         if self.factory is not None:
             self.factory.clientConnectionMade(self)

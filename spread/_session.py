@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -68,6 +69,7 @@ _HANDLERS: dict[object, tuple[int, str]] = {
     b"decache": (1, "proto_decache"),
     b"uncache": (1, "proto_uncache"),
     b"didNotUnderstand": (1, "proto_didNotUnderstand"),
+    b"cancel": (1, "proto_cancel"),  # the spread dialect only
 }
 
 
@@ -96,6 +98,10 @@ class PBSession(ObjectTables):
     username = None
     factory: Any = None
     maxBrokerRefs = MAX_BROKER_REFS
+    spreadDialect = False
+    """True when both sides chose the ``spread`` dialect (both are spread): then a
+    cancelled call is cancelled in the callee too, and ``Versioned`` copies carry their
+    versions. With a Twisted peer it stays False and the wire is exactly Twisted's."""
 
     def __init__(
         self,
@@ -115,6 +121,8 @@ class PBSession(ObjectTables):
         self._drop = drop
         self.state = SessionState.NEGOTIATING
         self._runningCalls = 0  # incoming calls whose answer is not ready yet
+        self._answering: dict[int, defer.Deferred[Any]] = {}  # those calls, by request id
+        self._cancelled: set[int] = set()  # those the caller cancelled (no answer is sent)
         self.disconnects: list[Callable[[], object]] = []
         self.failures: list[Callable[[], object]] = []
         self.connects: list[Callable[[], object]] | None = []
@@ -310,7 +318,9 @@ class PBSession(ObjectTables):
         if isinstance(netResult, defer.Deferred):
             if not netResult.called:
                 self._runningCalls += 1
-                netResult.addBoth(self._callFinished)
+                if answerRequired:
+                    self._answering[requestID] = netResult
+                netResult.addBoth(self._callFinished, requestID)
             if answerRequired:
                 netResult.addCallbacks(
                     self._sendAnswer, self._sendFailureOrError,
@@ -321,9 +331,39 @@ class PBSession(ObjectTables):
         elif answerRequired:
             self._sendAnswer(netResult, requestID, exported)
 
-    def _callFinished(self, result: object) -> object:
+    def _callFinished(self, result: object, requestID: int) -> object:
         self._runningCalls -= 1
+        self._answering.pop(requestID, None)
         return result
+
+    def proto_cancel(self, requestID: object) -> None:
+        """The caller cancelled its call (spread dialect): cancel what the method returned.
+
+        Its canceller runs, or a coroutine sees ``CancelledError`` at its ``await``; the
+        caller has stopped waiting, so no answer is sent.
+        """
+        if not self.spreadDialect:
+            self._didNotUnderstand(b"cancel")  # what a Twisted peer would say
+            return
+        running = self._answering.pop(requestID, None) if type(requestID) is int else None
+        if running is None:
+            return  # answered already, or never asked: the answer crossed the cancel
+        self._cancelled.add(cast(int, requestID))
+        running.cancel()
+
+    def _cancelRequest(self, requestID: int, d: defer.Deferred[Any]) -> None:
+        """Our caller cancelled ``d``: stop waiting, and in the spread dialect tell the peer.
+
+        ``d`` then fails with ``CancelledError``; an answer arriving later is dropped.
+        """
+        if self.waitingForAnswers.pop(requestID, None) is None:
+            return
+        self._quietRequests.discard(requestID)
+        if self.spreadDialect and self.state is SessionState.READY:
+            try:
+                self.sendEncoded([b"cancel", requestID])
+            except Exception:
+                _log.failure("could not send a cancel")
 
     def _refuseCall(self, requestID: int, answerRequired: object) -> None:
         """Too many of this peer's calls are still running: fail this one at once."""
@@ -471,13 +511,15 @@ class PBSession(ObjectTables):
             return quietFailure(e)
         if not answerRequired:
             return defer.succeed(None)
-        d: defer.Deferred[Any] = defer.Deferred()
+        d: defer.Deferred[Any] = defer.Deferred(partial(self._cancelRequest, requestID))
         self.waitingForAnswers[requestID] = d
         if quiet:
             self._quietRequests.add(requestID)
         return d
 
     def _sendAnswer(self, netResult: Any, requestID: int, exported: Registrations) -> None:
+        if self._cancelled and requestID in self._cancelled:
+            self._cancelled.discard(requestID)  # (answered despite the cancel: still sent)
         try:
             self.sendEncoded([b"answer", requestID, netResult])
         except Exception:
@@ -485,6 +527,10 @@ class PBSession(ObjectTables):
             self._sendError(currentFailure(), requestID)
 
     def _sendFailureOrError(self, fail: Failure, requestID: int) -> None:
+        if self._cancelled and requestID in self._cancelled:
+            self._cancelled.discard(requestID)
+            if isFailureOf(fail, defer.CancelledError):
+                return  # the caller cancelled it: nobody waits for this
         self._logCallFailure(fail)
         self._sendError(fail, requestID)
 

@@ -194,7 +194,8 @@ class Copyable(Serializable):
             return getInstanceState(self, jellier)
         perspective = jellier.invoker.serializingPerspective
         type_name = self.getTypeToCopyFor(perspective)
-        state = _withVersions(self, self.getStateToCopyFor(perspective), type_name)
+        state = self.getStateToCopyFor(perspective)
+        state = _withVersions(jellier.invoker, self, state, type_name)
         sexp = jellier.prepare(self)
         sexp.extend([type_name, jellier.jelly(state)])
         return jellier.preserve(self, sexp)
@@ -231,7 +232,7 @@ class Cacheable(Copyable):
         # If anything below raises, the broker undoes this registration.
         type_name = self.getTypeToCopyFor(perspective)
         state = self.getStateToCacheAndObserveFor(perspective, observer)
-        state = _withVersions(self, state, type_name)
+        state = _withVersions(broker, self, state, type_name)
         sexp = jellier.prepare(self)
         sexp.extend([type_name, luid, jellier.jelly(state)])
         return jellier.preserve(self, sexp)
@@ -261,30 +262,44 @@ class RemoteCopy(Unjellyable):
             return setInstanceState(self, unjellier, jellyList)
         if len(jellyList) != 2:
             raise InsecureJelly(f"malformed copy of {jellyList[0]!r}: expected [type, state]")
-        self.setCopyableState(_upgraded(self, unjellier.unjelly(jellyList[1]), jellyList[0]))
+        state = unjellier.unjelly(jellyList[1])
+        self.setCopyableState(_upgraded(unjellier.invoker, self, state, jellyList[0]))
         return self
 
 
-def _withVersions(sender: object, state: Any, typeName: Any) -> Any:
-    """A ``Versioned`` sender's dict state, stamped with its class versions for the receiver."""
-    if isinstance(sender, Versioned) and isinstance(state, dict):
+def _withVersions(broker: Any, sender: object, state: Any, typeName: Any) -> Any:
+    """A ``Versioned`` sender's dict state, stamped with its class versions for a spread
+    receiver (in the spread dialect); a Twisted peer gets exactly what Twisted sends."""
+    if (
+        isinstance(sender, Versioned)
+        and isinstance(state, dict)
+        and getattr(broker, "spreadDialect", False)
+    ):
         return versionedState(sender, state, _text(typeName))
     return state
 
 
-def _upgraded(receiver: object, state: Any, typeName: Any) -> Any:
+def _upgraded(broker: Any, receiver: object, state: Any, typeName: Any) -> Any:
     """Received dict state brought up to a ``Versioned`` receiver's versions.
 
-    A sender that stamps no version (a Twisted peer, an unversioned class) is at
-    version 0. State from newer code cannot be downgraded: it is refused, and the
-    refusal reaches the sender as the failure of its call.
+    From a spread peer (the spread dialect) unstamped state is at version 0 (the
+    sender's class has no versions yet). A Twisted peer stamps nothing, whatever its
+    version: as in Twisted, its state is taken as it is, at the receiver's version
+    (upgrading it would re-run upgrades on current data). State from newer code cannot
+    be downgraded: it is refused, and the refusal reaches the sender as its call's failure.
     """
     if not (isinstance(receiver, Versioned) and isinstance(state, dict)):
+        return state
+    if not getattr(broker, "spreadDialect", False) and not _stamped(state):
         return state
     try:
         return upgradeState(type(receiver), state, _text(typeName))
     except VersionError as error:
         raise InsecureJelly(f"refused a copy: {error}") from None
+
+
+def _stamped(state: dict[Any, Any]) -> bool:
+    return any(isinstance(key, str) and key.endswith(".persistenceVersion") for key in state)
 
 
 def _text(name: Any) -> str:
@@ -331,7 +346,8 @@ class RemoteCache(RemoteCopy, Serializable):
         self.__init__()  # type: ignore[misc]
         self.broker, self.luid = broker, luid
         broker.cacheLocally(luid, self)
-        self.setCopyableState(_upgraded(self, unjellier.unjelly(jellyList[2]), jellyList[0]))
+        state = unjellier.unjelly(jellyList[2])
+        self.setCopyableState(_upgraded(broker, self, state, jellyList[0]))
         # setCopyableState may have replaced __dict__: track the final one.
         self.broker, self.luid = broker, luid
         broker.cacheLocally(luid, self)

@@ -787,7 +787,7 @@ def test_a_broker_shows_its_lifecycle_and_twisted_flags_read_only() -> None:
     loop = Loop(Echo())
     loop.root()
     assert loop.client.state is SessionState.READY
-    assert loop.client.currentDialect == b"pb" and loop.client.disconnected == 0
+    assert loop.client.currentDialect == b"spread" and loop.client.disconnected == 0
     with pytest.raises(AttributeError):
         loop.client.currentDialect = b"none"  # type: ignore[misc]
     with pytest.raises(AttributeError):

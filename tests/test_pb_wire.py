@@ -250,9 +250,10 @@ def _decode(chunks: list[bytes]) -> list[Any]:
 
 
 def _negotiation_length(stream: bytes) -> int:
-    if stream.startswith(b"\x02\x80"):  # server: [b"pb", b"none"]
-        return 12
-    return 4  # client: b"pb"
+    for negotiation in (OFFER, SPREAD_OFFER, CHOICE, SPREAD_CHOICE):
+        if stream.startswith(negotiation):
+            return len(negotiation)
+    raise AssertionError(f"no dialect negotiation at the start of {stream[:20]!r}")
 
 
 # Before 24.7 Twisted sent a failure's Failure.__dict__ whole, in that dictionary's order;
@@ -398,6 +399,8 @@ def _hex(text: str) -> bytes:
 
 OFFER = _hex("02 80 02 82 70 62 04 82 6e 6f 6e 65")
 CHOICE = _hex("02 82 70 62")
+SPREAD_OFFER = b"\x03\x80\x06\x82spread" + OFFER[2:]  # [b"spread", b"pb", b"none"]
+SPREAD_CHOICE = b"\x06\x82spread"
 VERSION = _hex("02 80 13 87 06 81")
 ECHO_CALL = _hex(
     "07 80 1a 87 01 81 04 82 72 6f 6f 74 04 82 65 63 68 6f 01 81 02 80 0b 87 02 80 07 82 75 6e"
@@ -412,9 +415,23 @@ class PlainEcho(spb.Root):
 
 
 def test_pinned_negotiation_and_version() -> None:
+    # Two spread peers choose the spread dialect: PB's messages and vocabulary, plus its own.
     wire = Wire(spb, spb, PlainEcho())
-    assert b"".join(wire.to_client) == OFFER + VERSION
+    assert b"".join(wire.to_client) == SPREAD_OFFER + VERSION
+    assert b"".join(wire.to_server) == SPREAD_CHOICE + VERSION
+    assert wire.client.spreadDialect and wire.server.spreadDialect
+
+
+@pytest.mark.parametrize(("server_pb", "client_pb"), [(spb, tpb), (tpb, spb)])
+def test_a_twisted_peer_on_either_side_chooses_pb(
+    server_pb: types.ModuleType, client_pb: types.ModuleType
+) -> None:
+    wire = Wire(server_pb, client_pb)
+    offer = SPREAD_OFFER if server_pb is spb else OFFER
+    assert b"".join(wire.to_client) == offer + VERSION
     assert b"".join(wire.to_server) == CHOICE + VERSION
+    ours = wire.server if server_pb is spb else wire.client
+    assert not ours.spreadDialect
 
 
 def test_pinned_call_and_answer() -> None:

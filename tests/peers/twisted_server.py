@@ -55,6 +55,10 @@ class PeerRoot(pb.Root):
     def remote_pondCount(self, pond: PondCopy) -> dict[str, object]:
         return {"type": type_name(pond), "origin": pond.origin, "count": pond.count()}
 
+    def remote_stateOf(self, copy: Any) -> dict[str, object]:
+        """The whole state a copy arrived with (a StateCopy keeps all of it)."""
+        return dict(copy.__dict__)
+
     def remote_makePond(self, frogs: int, toads: int) -> Pond:
         return Pond(frogs, toads)
 

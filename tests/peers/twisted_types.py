@@ -60,7 +60,12 @@ class Counter(pb.Referenceable):
         return self.value
 
 
+class StateCopy(pb.RemoteCopy):
+    """Keeps whatever state arrives, as Twisted's RemoteCopy does by default."""
+
+
 pb.setUnjellyableForClass("spread_types.Pond", PondCopy)
+pb.setUnjellyableForClass("spread_types.State", StateCopy)
 
 
 def type_name(value: object) -> str:

@@ -1,0 +1,147 @@
+"""The spread dialect: what two spread peers add to PB (here, cancellation that reaches the
+callee), and that a Twisted peer on either side sees exactly Twisted's protocol."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_pb import Loop
+from twisted.internet import defer, task
+from twisted.logger import LogLevel, capturedLogs
+from twisted.spread import pb as tpb
+from twisted.test import iosim
+
+from spread import pb
+
+
+class Slow(pb.Root):
+    """Methods that answer only when told to, recording what happened to them."""
+
+    def __init__(self) -> None:
+        self.cancelled: list[str] = []
+        self.pending: list[defer.Deferred[Any]] = []
+
+    def remote_wait(self) -> defer.Deferred[str]:
+        d: defer.Deferred[str] = defer.Deferred(lambda _: self.cancelled.append("deferred"))
+        self.pending.append(d)
+        return d
+
+    async def remote_sleepy(self) -> str:
+        try:
+            await defer.Deferred()
+        except defer.CancelledError:
+            self.cancelled.append("coroutine")
+            raise
+        return "woke"
+
+    def remote_stubborn(self) -> defer.Deferred[str]:
+        # A canceller that answers anyway: the answer crosses the cancel.
+        d: defer.Deferred[str] = defer.Deferred(lambda d: d.callback("answered anyway"))
+        return d
+
+    def remote_echo(self, value: Any) -> Any:
+        return value
+
+
+def errors(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e.get("log_level") in (LogLevel.error, LogLevel.critical)]
+
+
+@pytest.mark.parametrize("method", ["wait", "sleepy"])
+def test_cancelling_a_call_cancels_the_callee(method: str) -> None:
+    root_object = Slow()
+    loop = Loop(root_object)
+    root = loop.root()
+    assert loop.client.spreadDialect
+    with capturedLogs() as events:
+        d = root.callRemote(method)
+        loop.pump.flush()
+        d.cancel()
+        outcome = loop.result(d)
+        loop.pump.flush()
+    assert outcome.check(defer.CancelledError)
+    assert root_object.cancelled == ["deferred" if method == "wait" else "coroutine"]
+    assert loop.server._answering == {} and loop.server._cancelled == set()
+    assert not errors(events)  # nobody waits for the cancelled answer: nothing to report
+    assert loop.call("echo", 1) == 1
+
+
+def test_a_timeout_is_a_cancel_that_reaches_the_callee() -> None:
+    clock = task.Clock()
+    root_object = Slow()
+    loop = Loop(root_object)
+    root = loop.root()
+    d = root.callRemote("wait").addTimeout(5, clock)
+    loop.pump.flush()
+    clock.advance(5)
+    outcome = loop.result(d)
+    assert outcome.check(defer.TimeoutError)
+    assert root_object.cancelled == ["deferred"]
+    assert loop.call("echo", 2) == 2
+
+
+def test_an_answer_that_crosses_the_cancel_is_dropped_quietly() -> None:
+    loop = Loop(Slow())
+    root = loop.root()
+    d = root.callRemote("stubborn")
+    loop.pump.flush()
+    d.cancel()
+    assert loop.result(d).check(defer.CancelledError)
+    loop.pump.flush()
+    assert loop.client.waitingForAnswers == {}
+    assert loop.call("echo", 3) == 3
+
+
+@pytest.mark.parametrize("twisted_side", ["server", "client"])
+def test_with_a_twisted_peer_the_cancel_stays_local(twisted_side: str) -> None:
+    if twisted_side == "server":
+        server_pb, client_pb = tpb, pb
+    else:
+        server_pb, client_pb = pb, tpb
+
+    class Root(server_pb.Root):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            self.cancelled: list[str] = []
+
+        def remote_wait(self) -> defer.Deferred[str]:
+            return defer.Deferred(lambda _: self.cancelled.append("deferred"))
+
+        def remote_echo(self, value: Any) -> Any:
+            return value
+
+    root_object = Root()
+    loop = mixedLoop(server_pb, client_pb, root_object)
+    ours = loop.client if client_pb is pb else loop.server
+    root = loop.result(loop.client_factory.getRootObject())
+    assert not ours.spreadDialect and ours.currentDialect == b"pb"
+    d = root.callRemote("wait")
+    loop.pump.flush()
+    d.cancel()
+    assert loop.result(d).check(defer.CancelledError)
+    loop.pump.flush()
+    assert root_object.cancelled == []  # PB has no way to say it: the callee goes on
+    assert loop.result(root.callRemote("echo", 4)) == 4
+
+
+def mixedLoop(server_pb: Any, client_pb: Any, root_object: Any) -> Loop:
+    """An in-memory pair whose server and client each come from ``spread.pb`` or Twisted's."""
+    loop = Loop.__new__(Loop)
+    loop.server_factory = server_pb.PBServerFactory(root_object)
+    loop.client_factory = client_pb.PBClientFactory()
+    loop.server = loop.server_factory.buildProtocol(None)
+    loop.client = loop.client_factory.buildProtocol(None)
+    loop.pump = iosim.connect(
+        loop.server, iosim.FakeTransport(loop.server, isServer=True),
+        loop.client, iosim.FakeTransport(loop.client, isServer=False),
+    )
+    return loop
+
+
+def test_a_cancel_in_the_pb_dialect_is_not_understood_as_in_twisted() -> None:
+    loop = mixedLoop(pb, tpb, Slow())
+    loop.result(loop.client_factory.getRootObject())
+    sent: list[Any] = []
+    loop.server.sendEncoded = sent.append  # type: ignore[method-assign]
+    loop.server.expressionReceived([b"cancel", 1])
+    assert sent == [[b"didNotUnderstand", b"cancel"]]
