@@ -24,6 +24,8 @@ class _BrokerMaker:
 
     protocol: Any = Broker
     unsafeTracebacks: Any = False
+    keepaliveInterval: float | None = None
+    keepaliveTimeout: float | None = None
 
     def _configure(
         self, unsafeTracebacks: Any, security: Any, maxBrokerRefs: int | None,
@@ -35,11 +37,21 @@ class _BrokerMaker:
         self.maxBrokerRefs = self.limits.maxBrokerRefs
         self.reactor = reactor  # what the brokers schedule on; None: the global one, found late
 
+    def _keepaliveTimings(self, interval: float | None, timeout: float | None) -> None:
+        for name, value in (("keepaliveInterval", interval), ("keepaliveTimeout", timeout)):
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds or None, "
+                                 f"not {value!r}")  # fmt: skip
+        self.keepaliveInterval, self.keepaliveTimeout = interval, timeout
+
     def _newBroker(self, isClient: bool) -> Broker:
         broker: Broker = self.protocol(
             isClient=isClient, security=self.security, limits=self.limits, reactor=self.reactor
         )
         broker.factory = self
+        if self.keepaliveInterval is not None:
+            broker.keepaliveInterval = self.keepaliveInterval
+            broker.keepaliveTimeout = self.keepaliveTimeout
         return broker
 
 
@@ -72,8 +84,10 @@ class PBClientFactory(_BrokerMaker, protocol.ClientFactory):
         self, unsafeTracebacks: Any = False, security: Any = globalSecurity,
         maxBrokerRefs: int | None = None, limits: Limits | None = None, *, reactor: Any = None,
         handshakeTimeout: float | None = HANDSHAKE_TIMEOUT,
+        keepaliveInterval: float | None = None, keepaliveTimeout: float | None = None,
     ) -> None:
         self._configure(unsafeTracebacks, security, maxBrokerRefs, limits, reactor)
+        self._keepaliveTimings(keepaliveInterval, keepaliveTimeout)
         self.handshakeTimeout = handshakeTimeout
         self._failure: Failure | None = None  # how the last attempt ended, until a new one
         self._timer: Any = None
@@ -230,9 +244,11 @@ class PBServerFactory(_BrokerMaker, protocol.ServerFactory):
     def __init__(
         self, root: Any, unsafeTracebacks: Any = False, security: Any = globalSecurity,
         maxBrokerRefs: int | None = None, limits: Limits | None = None, *, reactor: Any = None,
+        keepaliveInterval: float | None = None, keepaliveTimeout: float | None = None,
     ) -> None:
         self.root: Any = IPBRoot(root)
         self._configure(unsafeTracebacks, security, maxBrokerRefs, limits, reactor)
+        self._keepaliveTimings(keepaliveInterval, keepaliveTimeout)
         self.connections = 0
         """Connections open now (at most ``limits.maxConnections``)."""
 

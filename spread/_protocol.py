@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from spread._flow import FlowControl
+from spread._keepalive import Keepalive, tcpKeepalive
 from spread._paging import PagingMixin
 from spread._session import PROTOCOL_VERSION, PBSession, SessionState
 from spread.banana import Banana
@@ -52,6 +53,12 @@ class Broker(PBSession, PagingMixin, Banana):
     # name it does not know and answers "pb"; a spread client answers "spread".
     knownDialects = [b"spread", b"pb", b"none"]
     _vocabularyDialects = frozenset({b"spread", b"pb"})
+
+    keepaliveInterval: float | None = None
+    """Seconds of silence after which we ping the peer (None: never); see spread._keepalive."""
+    keepaliveTimeout: float | None = None
+    """Seconds a pinged peer has to send anything before it is dropped (None: the interval)."""
+    _keepalive: Keepalive | None = None
 
     def __init__(
         self,
@@ -115,6 +122,7 @@ class Broker(PBSession, PagingMixin, Banana):
         if not self.pageProducers:
             self._flow.attach()
         self.spreadDialect = self.currentDialect == b"spread"
+        self._startKeepalive()
         PBSession.connectionReady(self)
         if self.factory is not None:
             self.factory.clientConnectionMade(self)
@@ -127,12 +135,43 @@ class Broker(PBSession, PagingMixin, Banana):
         self._flow.close()
         self._cancel("_messageTimer")
         self._cancel("_loginTimer")
+        if self._keepalive is not None:
+            self._keepalive.stop()
         PBSession.connectionLost(self, reason)
         self.stopPaging()
         Banana.connectionLost(self, reason)
         lost = getattr(self.factory, "brokerDisconnected", None)
         if lost is not None:
             lost(self, reason)
+
+    def _startKeepalive(self) -> None:
+        interval = self.keepaliveInterval
+        if not interval:
+            return
+        timeout = self.keepaliveTimeout or interval
+        if not self.spreadDialect:  # a Twisted peer has no ping: let TCP probe instead
+            tcpKeepalive(self.transport, interval, timeout)
+            return
+        self._keepalive = Keepalive(
+            self._clock(), interval, timeout, lambda: self.sendEncoded([b"ping"]),
+            self._silentPeer,
+        )
+        # Note every read; only connections that keep alive pay for it.
+        self.dataReceived = self._dataReceivedNoting  # type: ignore[method-assign]
+
+    def _dataReceivedNoting(self, data: bytes) -> None:
+        keepalive = self._keepalive
+        if keepalive is not None:
+            keepalive.heard()
+        Banana.dataReceived(self, data)
+
+    def _silentPeer(self, why: str) -> None:
+        _log.warn("dropping a silent peer: {why}", why=why)
+        transport: Any = self.transport
+        if transport is not None:
+            # A frozen peer reads nothing: a graceful close would wait for it for ever.
+            abort = getattr(transport, "abortConnection", None)
+            (abort or transport.loseConnection)()
 
     def _cancel(self, name: str) -> None:
         timer = getattr(self, name)

@@ -69,7 +69,9 @@ _HANDLERS: dict[object, tuple[int, str]] = {
     b"decache": (1, "proto_decache"),
     b"uncache": (1, "proto_uncache"),
     b"didNotUnderstand": (1, "proto_didNotUnderstand"),
-    b"cancel": (1, "proto_cancel"),  # the spread dialect only
+    b"cancel": (1, "proto_cancel"),  # the spread dialect only, as are the next two
+    b"ping": (0, "proto_ping"),
+    b"pong": (0, "proto_pong"),
 }
 
 
@@ -350,6 +352,18 @@ class PBSession(ObjectTables):
             return  # answered already, or never asked: the answer crossed the cancel
         self._cancelled.add(cast(int, requestID))
         running.cancel()
+
+    def proto_ping(self) -> None:
+        """A spread peer checks that we are alive: answer from the reactor, at once."""
+        if not self.spreadDialect:
+            self._didNotUnderstand(b"ping")
+            return
+        self.sendEncoded([b"pong"])
+
+    def proto_pong(self) -> None:
+        """The answer to our ping (its arrival is what counts, see ``spread._keepalive``)."""
+        if not self.spreadDialect:
+            self._didNotUnderstand(b"pong")
 
     def _cancelRequest(self, requestID: int, d: defer.Deferred[Any]) -> None:
         """Our caller cancelled ``d``: stop waiting, and in the spread dialect tell the peer.

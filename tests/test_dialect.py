@@ -3,11 +3,15 @@ callee), and that a Twisted peer on either side sees exactly Twisted's protocol.
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 import pytest
+import pytest_twisted
+from support import ServerProgram, failure_of, wait_until
 from test_pb import Loop
-from twisted.internet import defer, task
+from twisted.internet import defer, endpoints, reactor, task
 from twisted.logger import LogLevel, capturedLogs
 from twisted.spread import pb as tpb
 from twisted.test import iosim
@@ -145,3 +149,119 @@ def test_a_cancel_in_the_pb_dialect_is_not_understood_as_in_twisted() -> None:
     loop.server.sendEncoded = sent.append  # type: ignore[method-assign]
     loop.server.expressionReceived([b"cancel", 1])
     assert sent == [[b"didNotUnderstand", b"cancel"]]
+
+
+# -- dead peers -------------------------------------------------------------------------------
+
+
+def keptAlive(clock: task.Clock, root_object: Any, **timings: float) -> Loop:
+    """A spread pair on ``clock`` whose client pings with these timings."""
+    loop = Loop.__new__(Loop)
+    loop.server_factory = pb.PBServerFactory(root_object, reactor=clock)
+    loop.client_factory = pb.PBClientFactory(reactor=clock, **timings)
+    loop.server = loop.server_factory.buildProtocol(None)
+    loop.client = loop.client_factory.buildProtocol(None)
+    loop.pump = iosim.connect(
+        loop.server, iosim.FakeTransport(loop.server, isServer=True),
+        loop.client, iosim.FakeTransport(loop.client, isServer=False),
+    )
+    return loop
+
+
+def test_a_quiet_peer_that_answers_pings_is_kept() -> None:
+    clock = task.Clock()
+    loop = keptAlive(clock, Slow(), keepaliveInterval=1.0, keepaliveTimeout=2.0)
+    root = loop.root()
+    for _ in range(10):
+        clock.advance(1.0)
+        loop.pump.flush()
+    assert not loop.client.disconnected
+    assert loop.result(root.callRemote("echo", 5)) == 5
+
+
+def test_a_frozen_peer_is_dropped_and_its_calls_fail() -> None:
+    clock = task.Clock()
+    loop = keptAlive(clock, Slow(), keepaliveInterval=1.0, keepaliveTimeout=2.0)
+    root = loop.root()
+    gone: list[object] = []
+    root.notifyOnDisconnect(gone.append)
+    pending = root.callRemote("wait")  # the server froze: nothing it sends arrives any more
+    outcome: list[Any] = []
+    pending.addBoth(outcome.append)
+    clock.advance(1.0)  # quiet for the interval: a ping goes out, unanswered
+    assert not loop.client.disconnected
+    clock.advance(2.0)  # and nothing within the timeout: the client aborts the connection
+    assert loop.client.transport.disconnecting
+    loop.pump.flush()  # (in memory the close takes effect on the next pump)
+    assert loop.client.disconnected
+    assert outcome[0].check(pb.PBConnectionLost)
+    assert gone == [root]
+
+
+def test_a_long_call_is_not_a_dead_peer() -> None:
+    clock = task.Clock()
+    server_root = Slow()
+    loop = keptAlive(clock, server_root, keepaliveInterval=1.0, keepaliveTimeout=1.0)
+    root = loop.root()
+    d = root.callRemote("wait")
+    for _ in range(20):  # the call runs for 20 s; the server's reactor answers the pings
+        clock.advance(1.0)
+        loop.pump.flush()
+    server_root.pending[0].callback("done")
+    assert loop.result(d) == "done"
+
+
+def test_keepalive_timings_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="keepaliveInterval"):
+        pb.PBClientFactory(keepaliveInterval=0)
+    with pytest.raises(ValueError, match="keepaliveTimeout"):
+        pb.PBServerFactory(Slow(), keepaliveInterval=1, keepaliveTimeout=-1)
+
+
+def test_with_a_twisted_peer_the_socket_keeps_alive_instead() -> None:
+    import socket
+
+    from spread._keepalive import tcpKeepalive
+
+    class Transport:
+        def __init__(self) -> None:
+            self.sock = socket.socket()
+            self.keepalive: list[int] = []
+
+        def setTcpKeepAlive(self, on: int) -> None:
+            self.keepalive.append(on)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, on)
+
+        def getHandle(self) -> socket.socket:
+            return self.sock
+
+    transport = Transport()
+    with transport.sock:
+        assert tcpKeepalive(transport, 30, 9)
+        assert transport.keepalive == [1]
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+            assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 3
+    assert not tcpKeepalive(object(), 30, 9)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_frozen_server_process_is_noticed() -> None:
+    server = ServerProgram("echo_server.py", "tcp:0:interface=127.0.0.1")
+    try:
+        factory = pb.PBClientFactory(keepaliveInterval=0.5, keepaliveTimeout=1.0)
+        await endpoints.clientFromString(reactor, server.endpoint).connect(factory)
+        root = await factory.getRootObject()
+        assert await root.callRemote("echo", "alive") == "alive"
+        gone: list[object] = []
+        root.notifyOnDisconnect(gone.append)
+        os.kill(server.process.pid, signal.SIGSTOP)  # frozen: the socket stays open
+        try:
+            failure = await failure_of(root.callRemote("echo", "anyone there?"))
+            assert failure.check(pb.PBConnectionLost)
+            await wait_until(lambda: gone)
+            assert gone == [root]
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+    finally:
+        server.stop()
