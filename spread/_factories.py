@@ -26,6 +26,7 @@ class _BrokerMaker:
     unsafeTracebacks: Any = False
     keepaliveInterval: float | None = None
     keepaliveTimeout: float | None = None
+    callTimeout: float | None = None
 
     def _configure(
         self, unsafeTracebacks: Any, security: Any, maxBrokerRefs: int | None,
@@ -37,12 +38,18 @@ class _BrokerMaker:
         self.maxBrokerRefs = self.limits.maxBrokerRefs
         self.reactor = reactor  # what the brokers schedule on; None: the global one, found late
 
-    def _keepaliveTimings(self, interval: float | None, timeout: float | None) -> None:
-        for name, value in (("keepaliveInterval", interval), ("keepaliveTimeout", timeout)):
+    def _timings(
+        self, interval: float | None, timeout: float | None, callTimeout: float | None
+    ) -> None:
+        for name, value in (
+            ("keepaliveInterval", interval), ("keepaliveTimeout", timeout),
+            ("callTimeout", callTimeout),
+        ):
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds or None, "
                                  f"not {value!r}")  # fmt: skip
         self.keepaliveInterval, self.keepaliveTimeout = interval, timeout
+        self.callTimeout = callTimeout
 
     def _newBroker(self, isClient: bool) -> Broker:
         broker: Broker = self.protocol(
@@ -52,6 +59,8 @@ class _BrokerMaker:
         if self.keepaliveInterval is not None:
             broker.keepaliveInterval = self.keepaliveInterval
             broker.keepaliveTimeout = self.keepaliveTimeout
+        if self.callTimeout is not None:
+            broker.callTimeout = self.callTimeout
         return broker
 
 
@@ -85,9 +94,10 @@ class PBClientFactory(_BrokerMaker, protocol.ClientFactory):
         maxBrokerRefs: int | None = None, limits: Limits | None = None, *, reactor: Any = None,
         handshakeTimeout: float | None = HANDSHAKE_TIMEOUT,
         keepaliveInterval: float | None = None, keepaliveTimeout: float | None = None,
+        callTimeout: float | None = None,
     ) -> None:
         self._configure(unsafeTracebacks, security, maxBrokerRefs, limits, reactor)
-        self._keepaliveTimings(keepaliveInterval, keepaliveTimeout)
+        self._timings(keepaliveInterval, keepaliveTimeout, callTimeout)
         self.handshakeTimeout = handshakeTimeout
         self._failure: Failure | None = None  # how the last attempt ended, until a new one
         self._timer: Any = None
@@ -245,10 +255,11 @@ class PBServerFactory(_BrokerMaker, protocol.ServerFactory):
         self, root: Any, unsafeTracebacks: Any = False, security: Any = globalSecurity,
         maxBrokerRefs: int | None = None, limits: Limits | None = None, *, reactor: Any = None,
         keepaliveInterval: float | None = None, keepaliveTimeout: float | None = None,
+        callTimeout: float | None = None,
     ) -> None:
         self.root: Any = IPBRoot(root)
         self._configure(unsafeTracebacks, security, maxBrokerRefs, limits, reactor)
-        self._keepaliveTimings(keepaliveInterval, keepaliveTimeout)
+        self._timings(keepaliveInterval, keepaliveTimeout, callTimeout)
         self.connections = 0
         """Connections open now (at most ``limits.maxConnections``)."""
 

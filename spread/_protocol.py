@@ -144,6 +144,9 @@ class Broker(PBSession, PagingMixin, Banana):
         if lost is not None:
             lost(self, reason)
 
+    def _timeoutClock(self) -> Any:
+        return self._clock()
+
     def _startKeepalive(self) -> None:
         interval = self.keepaliveInterval
         if not interval:

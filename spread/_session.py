@@ -100,6 +100,10 @@ class PBSession(ObjectTables):
     username = None
     factory: Any = None
     maxBrokerRefs = MAX_BROKER_REFS
+    callTimeout: float | None = None
+    """Seconds each call of ours may wait for its answer (None: for ever); past it the call
+    fails with ``TimeoutError`` and, in the spread dialect, the callee is cancelled. Set it
+    with the factories' ``callTimeout=``."""
     spreadDialect = False
     """True when both sides chose the ``spread`` dialect (both are spread): then a
     cancelled call is cancelled in the callee too, and ``Versioned`` copies carry their
@@ -149,6 +153,10 @@ class PBSession(ObjectTables):
     def _scheduleFlush(self, flush: Callable[[], None]) -> None:
         if self._schedule is not None:
             self._schedule(flush)
+
+    def _timeoutClock(self) -> Any:
+        """What ``callTimeout`` schedules on (a reactor); None: a bare session has no clock."""
+        return None
 
     def _dropConnection(self) -> None:
         """The peer broke the protocol: end the connection."""
@@ -527,6 +535,10 @@ class PBSession(ObjectTables):
             return defer.succeed(None)
         d: defer.Deferred[Any] = defer.Deferred(partial(self._cancelRequest, requestID))
         self.waitingForAnswers[requestID] = d
+        if self.callTimeout is not None and not quiet:
+            clock = self._timeoutClock()
+            if clock is not None:
+                d.addTimeout(self.callTimeout, clock)
         if quiet:
             self._quietRequests.add(requestID)
         return d

@@ -155,7 +155,7 @@ def test_a_cancel_in_the_pb_dialect_is_not_understood_as_in_twisted() -> None:
 
 
 def keptAlive(clock: task.Clock, root_object: Any, **timings: float) -> Loop:
-    """A spread pair on ``clock`` whose client pings with these timings."""
+    """A spread pair on ``clock`` whose client factory has these timings."""
     loop = Loop.__new__(Loop)
     loop.server_factory = pb.PBServerFactory(root_object, reactor=clock)
     loop.client_factory = pb.PBClientFactory(reactor=clock, **timings)
@@ -265,3 +265,18 @@ async def test_a_frozen_server_process_is_noticed() -> None:
             os.kill(server.process.pid, signal.SIGCONT)
     finally:
         server.stop()
+
+
+def test_a_factory_call_timeout_applies_to_every_call_and_cancels_the_callee() -> None:
+    clock = task.Clock()
+    server_root = Slow()
+    loop = keptAlive(clock, server_root, callTimeout=3.0)
+    root = loop.root()
+    assert loop.result(root.callRemote("echo", 6)) == 6  # an answer in time is untouched
+    d = root.callRemote("wait")
+    loop.pump.flush()
+    clock.advance(3.0)
+    assert loop.result(d).check(defer.TimeoutError)
+    assert server_root.cancelled == ["deferred"]
+    with pytest.raises(ValueError, match="callTimeout"):
+        pb.PBClientFactory(callTimeout=0)
