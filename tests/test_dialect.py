@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from support import ServerProgram, failure_of, wait_until
 from test_pb import Loop
-from twisted.internet import defer, endpoints, reactor, task
+from twisted.internet import defer, endpoints, reactor, task, threads
 from twisted.logger import LogLevel, capturedLogs
 from twisted.spread import pb as tpb
 from twisted.test import iosim
@@ -280,3 +280,41 @@ def test_a_factory_call_timeout_applies_to_every_call_and_cancels_the_callee() -
     assert server_root.cancelled == ["deferred"]
     with pytest.raises(ValueError, match="callTimeout"):
         pb.PBClientFactory(callTimeout=0)
+
+
+SLOW_SERVICE = '''
+from twisted.internet import defer
+
+from spread import pb
+
+
+class Slow(pb.Root):
+    def remote_wait(self):
+        print("waiting", flush=True)
+        return defer.Deferred(lambda _: print("cancelled", flush=True))
+
+    def remote_echo(self, value):
+        return value
+'''
+
+
+@pytest_twisted.ensureDeferred
+async def test_between_two_spread_processes_a_cancel_reaches_the_callee(tmp_path: Any) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_SERVICE)
+    server = ServerProgram(
+        "spread", "serve", "slow:Slow", "--listen", "tcp:0:interface=127.0.0.1",
+        cwd=tmp_path, module=True,
+    )
+    try:
+        factory = pb.PBClientFactory()
+        await endpoints.clientFromString(reactor, server.endpoint).connect(factory)
+        root = await factory.getRootObject()
+        d = root.callRemote("wait")
+        await threads.deferToThread(server.expect, "^waiting$")
+        d.cancel()
+        assert (await failure_of(d)).check(defer.CancelledError)
+        await threads.deferToThread(server.expect, "^cancelled$")  # its canceller ran
+        assert await root.callRemote("echo", "still here") == "still here"
+        factory.disconnect()
+    finally:
+        server.stop()
