@@ -139,3 +139,22 @@ def test_readme_opens_with_the_two_commands() -> None:
         " --config-settings editable_mode=compat && .venv/bin/python -m pytest -q",
     ]
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readmes_blocking_example_answers_from_a_repl() -> None:
+    from support import ServerProgram
+
+    [session] = [body for kind, body in fences(ROOT / "README.md") if kind == "pycon"]
+    server = ServerProgram("echo_server.py", "tcp:0:interface=127.0.0.1")
+    try:
+        port = server.endpoint.rsplit("=", 1)[1]
+        lines = [line[4:] for line in session.splitlines() if line.startswith(">>> ")]
+        typed = "\n".join(lines).replace("8789", port) + "\n"
+        repl = subprocess.run(
+            [sys.executable, "-i", "-q"], input=typed, capture_output=True, text=True,
+            timeout=120,
+        )
+    finally:
+        server.stop()
+    assert "'hi'" in repl.stdout, repl.stderr
+    assert "Traceback" not in repl.stderr
