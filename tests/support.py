@@ -347,3 +347,40 @@ class Realm:
         waiter: defer.Deferred[None] = defer.Deferred()
         self._logout_waiters.setdefault(name, []).append(waiter)
         return waiter.addTimeout(TIMEOUT, reactor)
+
+
+# -- the interpreter's recursion limit, for the tests that hold C to Python near it ------------
+
+
+def recursion_depth() -> int:
+    """How deep the interpreter counts this call to be: C calls count too, so frames do not
+    tell. The lowest recursion limit it accepts is one more."""
+    saved = sys.getrecursionlimit()
+    low, high = 1, saved  # the limit in force is accepted; find the lowest one that is
+    while low < high:
+        middle = (low + high) // 2
+        try:
+            sys.setrecursionlimit(middle)
+        except RecursionError:
+            low = middle + 1
+        else:
+            high = middle
+        finally:
+            sys.setrecursionlimit(saved)
+    return low - 1
+
+
+class stack_room:  # noqa: N801 - used as a context manager, like contextlib's
+    """Lower the recursion limit to allow about ``frames`` more calls from where the ``with``
+    statement is (None: leave it as it is)."""
+
+    def __init__(self, frames: int | None) -> None:
+        self.frames = frames
+        self.saved = sys.getrecursionlimit()
+
+    def __enter__(self) -> None:
+        if self.frames is not None:
+            sys.setrecursionlimit(recursion_depth() + self.frames)
+
+    def __exit__(self, *exc_info: object) -> None:
+        sys.setrecursionlimit(self.saved)

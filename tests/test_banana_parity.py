@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import pytest
+from support import stack_room
 from twisted.internet.testing import StringTransport
 from twisted.spread import banana as twisted_banana
 
@@ -366,40 +367,6 @@ def jellied_nest(depth: int) -> list[Any]:
     for _ in range(depth - 1):
         sexp = [b"list", sexp]
     return sexp
-
-
-def recursion_depth() -> int:
-    """How deep the interpreter counts this call to be: C calls count too, so frames do not
-    tell. The lowest recursion limit it accepts is one more."""
-    saved = sys.getrecursionlimit()
-    low, high = 1, saved  # the limit in force is accepted; find the lowest one that is
-    while low < high:
-        middle = (low + high) // 2
-        try:
-            sys.setrecursionlimit(middle)
-        except RecursionError:
-            low = middle + 1
-        else:
-            high = middle
-        finally:
-            sys.setrecursionlimit(saved)
-    return low - 1
-
-
-class stack_room:  # noqa: N801 - used as a context manager, like contextlib's
-    """Lower the recursion limit to allow about ``frames`` more calls from where the ``with``
-    statement is (None: leave it as it is)."""
-
-    def __init__(self, frames: int | None) -> None:
-        self.frames = frames
-        self.saved = sys.getrecursionlimit()
-
-    def __enter__(self) -> None:
-        if self.frames is not None:
-            sys.setrecursionlimit(recursion_depth() + self.frames)
-
-    def __exit__(self, *exc_info: object) -> None:
-        sys.setrecursionlimit(self.saved)
 
 
 def outcome(call: Any) -> tuple[str, Any]:

@@ -14,7 +14,6 @@ from test_pb import Loop
 from twisted.internet import defer, endpoints, reactor, task, threads
 from twisted.logger import LogLevel, capturedLogs
 from twisted.spread import pb as tpb
-from twisted.test import iosim
 
 from spread import pb
 
@@ -130,16 +129,7 @@ def test_with_a_twisted_peer_the_cancel_stays_local(twisted_side: str) -> None:
 
 def mixedLoop(server_pb: Any, client_pb: Any, root_object: Any) -> Loop:
     """An in-memory pair whose server and client each come from ``spread.pb`` or Twisted's."""
-    loop = Loop.__new__(Loop)
-    loop.server_factory = server_pb.PBServerFactory(root_object)
-    loop.client_factory = client_pb.PBClientFactory()
-    loop.server = loop.server_factory.buildProtocol(None)
-    loop.client = loop.client_factory.buildProtocol(None)
-    loop.pump = iosim.connect(
-        loop.server, iosim.FakeTransport(loop.server, isServer=True),
-        loop.client, iosim.FakeTransport(loop.client, isServer=False),
-    )
-    return loop
+    return Loop.between(server_pb.PBServerFactory(root_object), client_pb.PBClientFactory())
 
 
 def test_a_cancel_in_the_pb_dialect_is_not_understood_as_in_twisted() -> None:
@@ -156,16 +146,10 @@ def test_a_cancel_in_the_pb_dialect_is_not_understood_as_in_twisted() -> None:
 
 def keptAlive(clock: task.Clock, root_object: Any, **timings: float) -> Loop:
     """A spread pair on ``clock`` whose client factory has these timings."""
-    loop = Loop.__new__(Loop)
-    loop.server_factory = pb.PBServerFactory(root_object, reactor=clock)
-    loop.client_factory = pb.PBClientFactory(reactor=clock, **timings)
-    loop.server = loop.server_factory.buildProtocol(None)
-    loop.client = loop.client_factory.buildProtocol(None)
-    loop.pump = iosim.connect(
-        loop.server, iosim.FakeTransport(loop.server, isServer=True),
-        loop.client, iosim.FakeTransport(loop.client, isServer=False),
+    return Loop.between(
+        pb.PBServerFactory(root_object, reactor=clock),
+        pb.PBClientFactory(reactor=clock, **timings),
     )
-    return loop
 
 
 def test_a_quiet_peer_that_answers_pings_is_kept() -> None:

@@ -16,7 +16,6 @@ from twisted.internet import defer
 from twisted.logger import LogLevel, capturedLogs
 from twisted.spread import flavors as tflavors
 from twisted.spread import pb as tpb
-from twisted.test import iosim
 
 from spread import banana, jelly, pb
 
@@ -67,16 +66,7 @@ def test_answering_with_a_twisted_flavor_fails_the_call_naming_the_fix() -> None
 
 def twistedLoop(root: Any) -> Loop:
     """The same in-memory pair, but both brokers Twisted's own."""
-    loop = Loop.__new__(Loop)
-    loop.server_factory = tpb.PBServerFactory(root)
-    loop.client_factory = tpb.PBClientFactory()
-    loop.server = loop.server_factory.buildProtocol(None)
-    loop.client = loop.client_factory.buildProtocol(None)
-    loop.pump = iosim.connect(
-        loop.server, iosim.FakeTransport(loop.server, isServer=True),
-        loop.client, iosim.FakeTransport(loop.client, isServer=False),
-    )
-    return loop
+    return Loop.between(tpb.PBServerFactory(root), tpb.PBClientFactory())
 
 
 def serverRoot(flavors: Any) -> Any:

@@ -26,10 +26,22 @@ class Loop:
     """A server and a client broker joined in memory."""
 
     def __init__(self, root: Any, reactor: Any = None, **server_options: Any) -> None:
-        self.server_factory = pb.PBServerFactory(root, reactor=reactor, **server_options)
-        self.client_factory = pb.PBClientFactory(reactor=reactor)
-        self.server: pb.Broker = self.server_factory.buildProtocol(None)
-        self.client: pb.Broker = self.client_factory.buildProtocol(None)
+        self.join(
+            pb.PBServerFactory(root, reactor=reactor, **server_options),
+            pb.PBClientFactory(reactor=reactor),
+        )
+
+    @classmethod
+    def between(cls, server_factory: Any, client_factory: Any) -> Loop:
+        """Any two factories joined in memory (spread's, Twisted's, or one of each)."""
+        loop = cls.__new__(cls)
+        loop.join(server_factory, client_factory)
+        return loop
+
+    def join(self, server_factory: Any, client_factory: Any) -> None:
+        self.server_factory, self.client_factory = server_factory, client_factory
+        self.server: pb.Broker = server_factory.buildProtocol(None)
+        self.client: pb.Broker = client_factory.buildProtocol(None)
         self.pump = iosim.connect(
             self.server, iosim.FakeTransport(self.server, isServer=True),
             self.client, iosim.FakeTransport(self.client, isServer=False),

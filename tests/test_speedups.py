@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import stack_room
 from twisted.internet.testing import StringTransport
 from twisted.spread import banana as twisted_banana
 
@@ -173,40 +174,6 @@ def nested_in(depth: int, leaf: Any) -> Any:
     for _ in range(depth):
         leaf = [leaf]
     return leaf
-
-
-def recursion_depth() -> int:
-    """How deep the interpreter counts this call to be: C calls count too, so frames do not
-    tell. The lowest recursion limit it accepts is one more."""
-    saved = sys.getrecursionlimit()
-    low, high = 1, saved  # the limit in force is accepted; find the lowest one that is
-    while low < high:
-        middle = (low + high) // 2
-        try:
-            sys.setrecursionlimit(middle)
-        except RecursionError:
-            low = middle + 1
-        else:
-            high = middle
-        finally:
-            sys.setrecursionlimit(saved)
-    return low - 1
-
-
-class stack_room:  # noqa: N801 - used as a context manager, like contextlib's
-    """Lower the recursion limit to allow about ``frames`` more calls from where the ``with``
-    statement is (None: leave it as it is)."""
-
-    def __init__(self, frames: int | None) -> None:
-        self.frames = frames
-        self.saved = sys.getrecursionlimit()
-
-    def __enter__(self) -> None:
-        if self.frames is not None:
-            sys.setrecursionlimit(recursion_depth() + self.frames)
-
-    def __exit__(self, *exc_info: object) -> None:
-        sys.setrecursionlimit(self.saved)
 
 
 deep_leaves = st.sampled_from([0, 2**100, b"x" * 200, 1.5, True, b"None", (), (1, b"ab"), Count(3)])
