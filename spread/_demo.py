@@ -104,7 +104,7 @@ if __name__ == "__main__":
     # Run as a script this file is __main__; the classes must be spread._demo's, the names
     # the client registered.
     from spread import _demo
-    from spread.cli import run
+    from spread._run import run
 
     _demo.allowDemoCopies()
     endpoint = sys.argv[1] if len(sys.argv) > 1 else DEMO_SERVER_ENDPOINT

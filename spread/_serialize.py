@@ -37,6 +37,7 @@ from spread._broker import (
     blank,
 )
 from spread._calls import CallSender
+from spread._coroutines import runCoroutine
 from spread._failures import CopiedFailure
 from spread._jelly_keys import MAX_REFERENCE_ID
 from spread._quote import quote
@@ -205,7 +206,7 @@ class ObjectTables:
                 self._serializeInto, self._registrationLog, perspective, method, args, kw
             )
         if inspect.iscoroutine(object):
-            running = defer.Deferred.fromCoroutine(object)
+            running = runCoroutine(object)  # an asyncio task under the asyncio reactor
             return self.serialize(running, perspective, method, args, kw)
         return self._jellyTracked(object, perspective, method, args, kw)
 

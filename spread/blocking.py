@@ -353,7 +353,7 @@ class BlockingReference:
     name in ``typeName``; a closed connection raises ``pb.DeadReferenceError``, and one that
     closes while the call waits ``pb.PBConnectionLost``; no answer in time raises
     ``TimeoutError``. References in the answer (also inside lists, tuples, dicts and sets)
-    come back as ``BlockingReference``s, ``RemoteCache`` replicas as ``BlockingCache``s.
+    come back as ``BlockingReference`` objects, ``RemoteCache`` replicas as ``BlockingCache``.
 
     ``close()`` (or leaving a ``with`` block) closes the connection the reference came over,
     and with it every reference from that connection.

@@ -15,7 +15,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import twisted
@@ -27,6 +27,7 @@ from twisted.python.reflect import qual
 
 from spread import __version__, accelerated, pb
 from spread._demo import DEMO_SERVER_ENDPOINT, DemoError, allowDemoCopies
+from spread._run import run
 
 EXIT_OK = 0
 EXIT_REMOTE_ERROR = 1
@@ -88,35 +89,6 @@ _serverFromString = cast(Callable[[Any, str], Any], endpoints.serverFromString)
 
 def _failed_with(failure: Failure, kind: type[BaseException]) -> bool:
     return cast(Any, failure).check(kind) is not None
-
-
-# ---------------------------------------------------------------------------------------------
-# Running a coroutine on the reactor
-
-
-def run(
-    job: Callable[[Any], Coroutine[Any, Any, int]], interrupted: int = EXIT_REMOTE_ERROR
-) -> int:
-    """Run ``job(reactor)`` to completion on the global reactor; its exit status, or
-    ``interrupted`` if something else (Ctrl-C, SIGTERM) stopped the reactor first."""
-    from twisted.internet import reactor as installed
-
-    reactor = cast(Any, installed)
-    outcome: list[int] = []
-
-    def finished(result: int | Failure) -> None:
-        if isinstance(result, Failure):
-            print(result.getTraceback(), file=sys.stderr)
-            result = EXIT_REMOTE_ERROR
-        outcome.append(result)
-        reactor.stop()
-
-    def start() -> None:
-        defer.ensureDeferred(job(reactor)).addBoth(finished)
-
-    reactor.callWhenRunning(start)
-    reactor.run()
-    return outcome[0] if outcome else interrupted
 
 
 class CannotConnect(Exception):

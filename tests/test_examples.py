@@ -16,7 +16,9 @@ from test_docs import EXCERPT
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 DOCS = Path(__file__).parent.parent / "docs"
-HOWTOS = ["first-server", "references", "copyable", "cacheable", "errors", "async", "auth"]
+HOWTOS = [
+    "first-server", "references", "copyable", "cacheable", "errors", "async", "asyncio", "auth",
+]
 # Pages whose code all comes from examples/ (upgrading.md's samples are run by test_rebuild.py).
 PAGES = [f"howto-{name}" for name in HOWTOS] + ["tutorial", "migration", "security"]
 
