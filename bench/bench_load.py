@@ -1,6 +1,7 @@
 """Many clients at once, spread.pb against twisted.spread.pb (issue 7).
 
     .venv/bin/python bench/bench_load.py [--connections 1000] [--calls 10] [--rounds 2]
+    .venv/bin/python bench/bench_load.py --connections 10000 --callers 1000 --rounds 1
 
 For each implementation and each mode (``root``: getRootObject then calls; ``login``: a
 username/password login through twisted.cred, then calls on the avatar), a server process
@@ -8,12 +9,14 @@ listens on 127.0.0.1 and a client process opens N connections at once, each maki
 It reports:
 
 - connections/s: N divided by the time until every connection has its root (or avatar);
-- calls/s: N*C divided by the time the calls took, all connections calling concurrently;
+- calls/s: callers*C divided by the time the calls took, the callers (all N unless
+  ``--callers`` says fewer) calling concurrently while the other connections stay idle;
 - server KiB per connection: the growth of the server's resident memory with all N connected,
   divided by N (read from /proc, so Linux only).
 
 The implementations take turns for several rounds in fresh processes; each keeps its best
-figures. Needs N+100 file descriptors (``ulimit -n``). Run by hand, never by the test suite.
+figures. Needs N+100 file descriptors: each process raises its soft limit to the hard one
+(``ulimit -Hn``). Run by hand, never by the test suite.
 """
 
 from __future__ import annotations
@@ -29,6 +32,15 @@ from typing import Any
 PB_MODULES = {"spread": "spread.pb", "twisted": "twisted.spread.pb"}
 MODES = ("root", "login")
 PROCESS_TIMEOUT = 600.0
+
+
+def raise_fd_limit() -> None:
+    """Allow as many open files as the hard limit does (10,000 connections need as many)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def rss_kib() -> int:
@@ -87,8 +99,11 @@ def serve(implementation: str) -> None:
     reactor.run()  # type: ignore[attr-defined]
 
 
-def client(implementation: str, port: int, mode: str, connections: int, calls: int) -> None:
-    """Connect ``connections`` clients at once; time connecting and calling; print RESULT."""
+def client(
+    implementation: str, port: int, mode: str, connections: int, calls: int, callers: int
+) -> None:
+    """Connect ``connections`` clients at once; time connecting, then ``callers`` of them
+    calling; print RESULT."""
     from twisted.cred.credentials import UsernamePassword
     from twisted.internet import defer, task
 
@@ -114,11 +129,13 @@ def client(implementation: str, port: int, mode: str, connections: int, calls: i
         print("CONNECTED", flush=True)
         sys.stdin.readline()  # the parent reads the server's memory now
         calls_started = time.perf_counter()
-        await defer.gatherResults([defer.ensureDeferred(calling(t)) for _, t in pairs])
+        await defer.gatherResults(
+            [defer.ensureDeferred(calling(t)) for _, t in pairs[:callers]]
+        )
         done = time.perf_counter()
         print(
             f"RESULT {connections / (connected - started):.1f} "
-            f"{connections * calls / (done - calls_started):.1f}",
+            f"{callers * calls / (done - calls_started):.1f}",
             flush=True,
         )
         for factory, _ in pairs:
@@ -127,7 +144,9 @@ def client(implementation: str, port: int, mode: str, connections: int, calls: i
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
 
 
-def measure(implementation: str, mode: str, connections: int, calls: int) -> tuple[float, ...]:
+def measure(
+    implementation: str, mode: str, connections: int, calls: int, callers: int
+) -> tuple[float, ...]:
     """One fresh server and client: (connections/s, calls/s, server KiB per connection)."""
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", implementation],
@@ -141,7 +160,7 @@ def measure(implementation: str, mode: str, connections: int, calls: int) -> tup
         port = root_port if mode == "root" else login_port
         load = subprocess.Popen(
             [sys.executable, __file__, "--client", implementation, port, mode,
-             str(connections), str(calls)],
+             str(connections), str(calls), str(callers)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
         assert load.stdin is not None and load.stdout is not None
@@ -162,27 +181,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--callers", type=int, default=None, help="connections that call")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
-    parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    raise_fd_limit()
     if args.serve:
         serve(args.serve)
         return
     if args.client:
-        implementation, port, mode, connections, calls = args.client
-        client(implementation, int(port), mode, int(connections), int(calls))
+        implementation, port, mode, connections, calls, callers = args.client
+        client(implementation, int(port), mode, int(connections), int(calls), int(callers))
         return
+    callers = args.connections if args.callers is None else min(args.callers, args.connections)
     best: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
         for mode in MODES:
             for name in PB_MODULES:
-                figures = measure(name, mode, args.connections, args.calls)
+                figures = measure(name, mode, args.connections, args.calls, callers)
                 old = best.get((mode, name))
                 best[(mode, name)] = figures if old is None else [
                     max(old[0], figures[0]), max(old[1], figures[1]), min(old[2], figures[2])
                 ]
-    print(f"{args.connections} connections x {args.calls} calls, best of {args.rounds} rounds")
+    print(
+        f"{args.connections} connections, {callers} of them making {args.calls} calls each, "
+        f"best of {args.rounds} rounds"
+    )
     print(f"{'':16} {'connections/s':>14} {'calls/s':>10} {'server KiB/conn':>16}")
     for (mode, name), (conns, calls, kib) in best.items():
         print(f"{mode + ' ' + name:16} {conns:14,.0f} {calls:10,.0f} {kib:16.1f}")
