@@ -91,6 +91,8 @@ class IdCounter:
 class ExportedObjects:
     """Objects we passed by reference, keyed by the id the peer calls them by."""
 
+    __slots__ = ("_luid_by_puid", "ids", "limit", "locals", "names")
+
     def __init__(self, ids: IdCounter, limit: int = MAX_BROKER_REFS) -> None:
         self.ids = ids
         self.limit = limit
@@ -167,6 +169,8 @@ class ImportedRef(weakref.ref):  # type: ignore[type-arg]
 class ImportedReferences(Generic[T]):
     """Proxies for the peer's objects: one live proxy per id, and what we owe on release."""
 
+    __slots__ = ("_released", "entries")
+
     def __init__(self, released: Callable[[ImportedRef], None]) -> None:
         self._released = released
         self.entries: dict[int, ImportedRef] = {}
@@ -213,6 +217,8 @@ class CacheLocal(Local):
 
 class ExportedCaches:
     """``Cacheable`` masters the peer holds a replica of, by cache id."""
+
+    __slots__ = ("_luid_by_puid", "ids", "limit", "locals")
 
     def __init__(self, ids: IdCounter, limit: int = MAX_BROKER_REFS) -> None:
         self.ids = ids
@@ -299,6 +305,8 @@ class CachedCopy:
 class ImportedCaches:
     """Replicas of the peer's ``Cacheable`` masters, by the peer's cache id."""
 
+    __slots__ = ("_released", "entries")
+
     def __init__(self, released: Callable[[CacheRef], None]) -> None:
         self._released = released
         self.entries: dict[int, CachedCopy] = {}
@@ -372,6 +380,8 @@ class ReleaseQueue:
     appends to a deque (atomic) and asks ``schedule`` (thread-safe, e.g.
     ``reactor.callFromThread``) for one drain per batch.
     """
+
+    __slots__ = ("_drain", "_items", "_schedule", "_scheduled")
 
     def __init__(
         self,

@@ -131,7 +131,7 @@ class ObjectTables:
         # Where registerReference and friends record what they export while a message is
         # being jellied; None outside any message. See serializeLogged.
         self._registrationLog: Registrations | None = None
-        self._placeholderClasses: set[type] = set()  # see placeholderSent
+        self._placeholderClasses: set[type] | None = None  # see placeholderSent
         self._fastJelly, self._fastUnjelly = self._probeFastPaths()
 
     @property
@@ -159,6 +159,8 @@ class ObjectTables:
         a silent placeholder surfaces far from its cause, so the sender is told.
         """
         warned = self._placeholderClasses
+        if warned is None:
+            warned = self._placeholderClasses = set()
         if cls in warned or len(warned) >= _MAX_PLACEHOLDER_WARNINGS:
             return
         warned.add(cls)

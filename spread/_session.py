@@ -55,6 +55,7 @@ _log = Logger()
 PROTOCOL_VERSION = 6
 _EMPTY_KW: list[Any] = [b"dictionary"]  # read-only: banana never mutates what it sends
 _STALE = "Calling Stale Broker"
+_NONE: frozenset[int] = frozenset()
 
 
 # Each message kind: how many values follow it, and the method that takes them (looked up
@@ -128,20 +129,37 @@ class PBSession(ObjectTables):
         self.state = SessionState.NEGOTIATING
         self._runningCalls = 0  # incoming calls whose answer is not ready yet
         self._answering: dict[int, defer.Deferred[Any]] = {}  # those calls, by request id
-        self._cancelled: set[int] = set()  # those the caller cancelled (no answer is sent)
+        # Request ids the caller cancelled (no answer is sent), and those of our calls that
+        # are a master's updates: usually none, so one shared empty set until the first.
+        self._cancelled: set[int] | frozenset[int] = _NONE
         self.disconnects: list[Callable[[], object]] = []
         self.failures: list[Callable[[], object]] = []
         self.connects: list[Callable[[], object]] | None = []
         self.waitingForAnswers: dict[int, defer.Deferred[Any]] = {}
-        self._quietRequests: set[int] = set()
+        self._quietRequests: set[int] | frozenset[int] = _NONE
         ObjectTables.__init__(self, security, self.limits)
-        self.protocolUnjellyables: dict[bytes, Callable[[Any, list[Any]], object]] = {
-            b"remote": self._unjellyRemote,
-            b"local": self._unjellyLocal,
-            b"cached": self._unjellyCached,
-            b"lcache": self._unjellyLCache,
-            COPYABLE_FAILURE: self._unjellyFailure,
-        }
+        self._protocolForms: dict[bytes, Callable[[Any, list[Any]], object]] | None = None
+
+    @property
+    def protocolUnjellyables(self) -> dict[bytes, Callable[[Any, list[Any]], object]]:
+        """The jelly forms this session reads itself (references, caches, copied failures).
+
+        Made on first use: an idle connection (most of a large server's) never needs it.
+        """
+        forms = self._protocolForms
+        if forms is None:
+            forms = self._protocolForms = {
+                b"remote": self._unjellyRemote,
+                b"local": self._unjellyLocal,
+                b"cached": self._unjellyCached,
+                b"lcache": self._unjellyLCache,
+                COPYABLE_FAILURE: self._unjellyFailure,
+            }
+        return forms
+
+    @protocolUnjellyables.setter
+    def protocolUnjellyables(self, forms: dict[bytes, Callable[[Any, list[Any]], object]]) -> None:
+        self._protocolForms = forms
     # -- the hooks (a Broker overrides these; a bare session is given callables) ----------
 
     def sendEncoded(self, obj: object) -> None:
@@ -192,7 +210,7 @@ class PBSession(ObjectTables):
             return
         self.state = SessionState.CLOSED
         pending, self.waitingForAnswers = self.waitingForAnswers, {}
-        quiet, self._quietRequests = self._quietRequests, set()
+        quiet, self._quietRequests = self._quietRequests, _NONE
         for request_id, d in pending.items():
             d.errback(failureOf(PBConnectionLost(reason)))
             if request_id in quiet:
@@ -358,7 +376,9 @@ class PBSession(ObjectTables):
         running = self._answering.pop(requestID, None) if type(requestID) is int else None
         if running is None:
             return  # answered already, or never asked: the answer crossed the cancel
-        self._cancelled.add(cast(int, requestID))
+        if not self._cancelled:
+            self._cancelled = set()
+        cast(set[int], self._cancelled).add(cast(int, requestID))
         running.cancel()
 
     def proto_ping(self) -> None:
@@ -380,7 +400,8 @@ class PBSession(ObjectTables):
         """
         if self.waitingForAnswers.pop(requestID, None) is None:
             return
-        self._quietRequests.discard(requestID)
+        if self._quietRequests:
+            cast(set[int], self._quietRequests).discard(requestID)
         if self.spreadDialect and self.state is SessionState.READY:
             try:
                 self.sendEncoded([b"cancel", requestID])
@@ -444,7 +465,7 @@ class PBSession(ObjectTables):
             _log.info("ignoring answer to unknown request {id!r}", id=requestID)
             return None
         if self._quietRequests:
-            self._quietRequests.discard(requestID)
+            cast(set[int], self._quietRequests).discard(requestID)
         return d
 
     def proto_decref(self, objectID: object) -> None:
@@ -540,12 +561,15 @@ class PBSession(ObjectTables):
             if clock is not None:
                 d.addTimeout(self.callTimeout, clock)
         if quiet:
-            self._quietRequests.add(requestID)
+            if not self._quietRequests:
+                self._quietRequests = set()
+            cast(set[int], self._quietRequests).add(requestID)
         return d
 
     def _sendAnswer(self, netResult: Any, requestID: int, exported: Registrations) -> None:
         if self._cancelled and requestID in self._cancelled:
-            self._cancelled.discard(requestID)  # (answered despite the cancel: still sent)
+            # (answered despite the cancel: still sent)
+            cast(set[int], self._cancelled).discard(requestID)
         try:
             self.sendEncoded([b"answer", requestID, netResult])
         except Exception:
@@ -554,7 +578,7 @@ class PBSession(ObjectTables):
 
     def _sendFailureOrError(self, fail: Failure, requestID: int) -> None:
         if self._cancelled and requestID in self._cancelled:
-            self._cancelled.discard(requestID)
+            cast(set[int], self._cancelled).discard(requestID)
             if isFailureOf(fail, defer.CancelledError):
                 return  # the caller cancelled it: nobody waits for this
         self._logCallFailure(fail)
