@@ -384,3 +384,14 @@ class stack_room:  # noqa: N801 - used as a context manager, like contextlib's
 
     def __exit__(self, *exc_info: object) -> None:
         sys.setrecursionlimit(self.saved)
+
+
+def mypy_strict(source: str, directory: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``mypy --strict`` on ``source`` as a user's program in ``directory`` (outside the
+    checkout, so only the installed package can satisfy its imports)."""
+    program = directory / "user_program.py"
+    program.write_text(source)
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(program)],
+        cwd=directory, capture_output=True, text=True, timeout=600,
+    )

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import EXAMPLES, TIMEOUT, Program, ServerProgram, failure_of
+from support import EXAMPLES, TIMEOUT, Program, ServerProgram, failure_of, mypy_strict
 from test_pb import Loop
 from twisted.internet import defer, endpoints, reactor, threads
 
@@ -722,12 +722,7 @@ asyncio.run(main())
 
 @pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="needs mypy (the lint extra)")
 def test_mypy_strict_accepts_a_users_asyncio_program(tmp_path: Path) -> None:
-    program = tmp_path / "user_program.py"
-    program.write_text(USER_PROGRAM)
-    checked = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(program)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )
+    checked = mypy_strict(USER_PROGRAM, tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 

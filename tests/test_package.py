@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import mypy_strict
 
 import spread
 from spread import _native
@@ -75,10 +76,5 @@ data: Any = jelly.unjelly(jelly.jelly([1, "two"]))
 def test_mypy_strict_finds_spread_from_a_users_program(tmp_path: Path) -> None:
     # A user's program, outside the checkout: mypy must find the installed package and its
     # types (setuptools' default editable install hides it; the README installs so it does not).
-    program = tmp_path / "user_program.py"
-    program.write_text(USER_PROGRAM)
-    checked = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(program)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )
+    checked = mypy_strict(USER_PROGRAM, tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
