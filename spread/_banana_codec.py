@@ -194,6 +194,8 @@ def _symbolTable(vocabulary: Mapping[int, bytes] | None) -> tuple[bytes | None, 
     Shared by every decoder with an equal vocabulary (one per connection otherwise)."""
     if not vocabulary:
         return ()
+    if vocabulary is PB_VOCABULARY_BY_NUMBER:  # nearly always: a constant, its table made once
+        return _PB_TABLE
     try:
         return _tableOf(tuple(vocabulary.items()))
     except TypeError:  # unhashable words: not a table the C scanner could use anyway
@@ -209,6 +211,9 @@ def _tableOf(items: tuple[tuple[Any, Any], ...]) -> tuple[bytes | None, ...] | N
         table.extend([None] * (number + 1 - len(table)))
         table[number] = word
     return tuple(table)
+
+
+_PB_TABLE = _tableOf(tuple(PB_VOCABULARY_BY_NUMBER.items()))
 
 
 class Decoder:
