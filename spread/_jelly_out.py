@@ -229,10 +229,9 @@ class Jellier:
                 sexp.extend([b"persistent", persistent])
                 return sexp
         cls = obj.__class__
-        if self.invoker is not None:
-            _refuseTwistedFlavor(cls)
         if not self.taster.isClassAllowed(cls):
             if self.invoker is not None and cls is not Unpersistable:  # (not one passed on)
+                _refuseTwistedFlavor(cls)
                 self.invoker.placeholderSent(cls)
             return self.unpersistable(f"instance of class {qual(cls)} deemed insecure", sexp)
         sexp.append(qual(cls).encode("utf-8"))

@@ -70,7 +70,11 @@ _HANDLERS: dict[object, tuple[int, str]] = {
     b"decache": (1, "proto_decache"),
     b"uncache": (1, "proto_uncache"),
     b"didNotUnderstand": (1, "proto_didNotUnderstand"),
-    b"cancel": (1, "proto_cancel"),  # the spread dialect only, as are the next two
+}
+
+# What the spread dialect adds; in the pb dialect these kinds are unknown, as to Twisted.
+_SPREAD_HANDLERS: dict[object, tuple[int, str]] = {
+    b"cancel": (1, "proto_cancel"),
     b"ping": (0, "proto_ping"),
     b"pong": (0, "proto_pong"),
 }
@@ -264,6 +268,8 @@ class PBSession(ObjectTables):
                 raise ProtocolError(f"a PB message must be a non-empty list, not {quote(sexp)}")
             kind = sexp[0]
             handler = _HANDLERS.get(kind) if type(kind) is bytes else None
+            if handler is None and self.spreadDialect and type(kind) is bytes:
+                handler = _SPREAD_HANDLERS.get(kind)
             if handler is None:
                 self._didNotUnderstand(sexp[0])
                 return
@@ -370,9 +376,6 @@ class PBSession(ObjectTables):
         Its canceller runs, or a coroutine sees ``CancelledError`` at its ``await``; the
         caller has stopped waiting, so no answer is sent.
         """
-        if not self.spreadDialect:
-            self._didNotUnderstand(b"cancel")  # what a Twisted peer would say
-            return
         running = self._answering.pop(requestID, None) if type(requestID) is int else None
         if running is None:
             return  # answered already, or never asked: the answer crossed the cancel
@@ -383,15 +386,10 @@ class PBSession(ObjectTables):
 
     def proto_ping(self) -> None:
         """A spread peer checks that we are alive: answer from the reactor, at once."""
-        if not self.spreadDialect:
-            self._didNotUnderstand(b"ping")
-            return
         self.sendEncoded([b"pong"])
 
     def proto_pong(self) -> None:
         """The answer to our ping (its arrival is what counts, see ``spread._keepalive``)."""
-        if not self.spreadDialect:
-            self._didNotUnderstand(b"pong")
 
     def _cancelRequest(self, requestID: int, d: defer.Deferred[Any]) -> None:
         """Our caller cancelled ``d``: stop waiting, and in the spread dialect tell the peer.

@@ -132,7 +132,7 @@ async def _connect(
     return factory, root
 
 
-def _oneLine(reason: BaseException) -> str:
+def _oneLine(reason: BaseException | str) -> str:
     text = str(reason).strip() or type(reason).__name__
     return " ".join(text.split())
 
@@ -231,7 +231,7 @@ async def call(
     hint = ""
     if credentials is None and _failed_with(result, AttributeError):
         hint = " (if this server wants a login, pass --username)"
-    print(f"error: {_oneLine(Exception(describe_failure(result)))}{hint}", file=sys.stderr)
+    print(f"error: {_oneLine(describe_failure(result))}{hint}", file=sys.stderr)
     return EXIT_REMOTE_ERROR
 
 

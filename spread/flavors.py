@@ -32,7 +32,7 @@ from spread.jelly import (
     setUnjellyableForClassTree,
     unjellyableRegistry,
 )
-from spread.styles import Versioned, VersionError, upgradeState, versionedState
+from spread.styles import Versioned, VersionError, hasVersions, upgradeState, versionedState
 
 # Names Twisted code imports from here.
 setCopierForClass = setUnjellyableForClass
@@ -290,16 +290,12 @@ def _upgraded(broker: Any, receiver: object, state: Any, typeName: Any) -> Any:
     """
     if not (isinstance(receiver, Versioned) and isinstance(state, dict)):
         return state
-    if not getattr(broker, "spreadDialect", False) and not _stamped(state):
+    if not getattr(broker, "spreadDialect", False) and not hasVersions(state):
         return state
     try:
         return upgradeState(type(receiver), state, _text(typeName))
     except VersionError as error:
         raise InsecureJelly(f"refused a copy: {error}") from None
-
-
-def _stamped(state: dict[Any, Any]) -> bool:
-    return any(isinstance(key, str) and key.endswith(".persistenceVersion") for key in state)
 
 
 def _text(name: Any) -> str:

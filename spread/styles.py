@@ -44,6 +44,7 @@ __all__ = [
     "VersionError",
     "Versioned",
     "doUpgrade",
+    "hasVersions",
     "oldModules",
     "pickleMethod",
     "pickleModule",
@@ -397,6 +398,11 @@ def _levels(cls: type) -> list[type[Versioned]]:
 
 def _textKey(key: Any) -> Any:
     return key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
+
+
+def hasVersions(state: Mapping[Any, Any]) -> bool:
+    """Whether ``state`` carries version keys (a spread sender stamped it)."""
+    return any(isinstance(key, str) and key.endswith(_KEY_SUFFIX) for key in state)
 
 
 def _takeVersions(
