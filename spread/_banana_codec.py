@@ -216,6 +216,10 @@ def _tableOf(items: tuple[tuple[Any, Any], ...]) -> tuple[bytes | None, ...] | N
 _PB_TABLE = _tableOf(tuple(PB_VOCABULARY_BY_NUMBER.items()))
 
 
+_IDLE: tuple[list[object], int] = ([], -1)
+"""Slot 0 of a decoder's stack between feeds; each feed puts its own result list there."""
+
+
 class Decoder:
     """Incremental banana decoder: ``feed(bytes)`` returns the top-level expressions completed.
 
@@ -259,7 +263,7 @@ class Decoder:
         self._lists = 0  # lists the incomplete expression has opened so far
         # Open lists, outermost first, as (list, elements still to come). Slot 0 is the
         # top level: each feed() puts its own result list there.
-        self._open: list[tuple[list[object], int]] = [([], -1)]
+        self._open: list[tuple[list[object], int]] = [_IDLE]
         self._tail = bytearray()  # undecoded bytes: the start of an incomplete element
         self._needed = 0  # len(_tail) below which decoding cannot make progress
         self._failure: BananaError | None = None
@@ -320,7 +324,7 @@ class Decoder:
         self._failure = BananaError(
             f"decoding was interrupted by {type(cause).__qualname__} and cannot resume"
         )
-        self._open = [([], -1)]
+        self._open = [_IDLE]
         self._tail = bytearray()
         self._needed = self._partial = self._lists = 0
 
@@ -349,6 +353,7 @@ class Decoder:
         self._lists = lists
         self._tail = bytearray(buf[pos:end])
         self._needed = needed - pos
+        self._open[0] = _IDLE  # not ``out``: the caller owns the messages now
         self._checkMessageSize(pos, last_done)
         return out
 

@@ -14,26 +14,41 @@ or once more than ``Limits.maxBufferedOutput`` bytes have been written while it 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from spread.limits import Limits
 
 
-class FlowControl:
-    """The socket's producer: pauses reading and dispatch while our output piles up unsent."""
+class FlowOwner(Protocol):
+    """What flow control tells the broker (see ``spread._protocol.Broker``)."""
 
-    def __init__(
-        self, transport: Any, limits: Limits, clock: Any,
-        drained: Callable[[], None], stuck: Callable[[str], None],
-        watch: Callable[[bool], None] = lambda on: None,
-    ) -> None:
+    def _drainBacklog(self) -> None:
+        """The peer read enough: dispatch what waited."""
+
+    def _abandon(self, why: str) -> None:
+        """The peer stays behind: drop it."""
+
+    def _watchOutput(self, on: bool) -> None:
+        """While True, report every write's size to ``FlowControl.wrote``."""
+
+
+class FlowControl:
+    """The socket's producer: pauses reading and dispatch while our output piles up unsent.
+
+    It holds its broker rather than three of its bound methods: one object per connection
+    instead of four, for the garbage collector to walk (see ``spread._serialize``).
+    """
+
+    __slots__ = (
+        "_timer", "attached", "bufferedWhilePaused", "clock", "limits", "owner", "paused",
+        "reader",
+    )
+
+    def __init__(self, transport: Any, limits: Limits, clock: Any, owner: FlowOwner) -> None:
         self.reader = _reader(transport)
         self.limits = limits
         self.clock = clock
-        self.drained = drained
-        self.stuck = stuck
-        self.watch = watch  # told True while paused: count what is written (see wrote)
+        self.owner: FlowOwner = owner
         self.attached = False
         self.paused = False
         self.bufferedWhilePaused = 0
@@ -63,23 +78,21 @@ class FlowControl:
         self.reader.unregisterProducer()
         if self.paused:
             self.paused = False
-            self.watch(False)
+            self.owner._watchOutput(False)
             self.reader.resumeProducing()
-            self.drained()
+            self.owner._drainBacklog()
 
     def close(self) -> None:
-        """Detach and forget the broker's callbacks (they would keep it in a cycle)."""
+        """Detach and forget the broker (it would keep it in a cycle)."""
         self.detach()
-        self.drained = _nothing
-        self.stuck = _nothing
-        self.watch = _nothing
+        self.owner = NO_OWNER
         self.clock = None
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: stop reading and start the write timeout."""
         self.paused = True
         self.bufferedWhilePaused = 0
-        self.watch(True)
+        self.owner._watchOutput(True)
         self.reader.pauseProducing()
         if self._timer is None and self.clock is not None:
             self._timer = self.clock.callLater(self.limits.writeTimeout, self._timedOut)
@@ -90,12 +103,12 @@ class FlowControl:
         if getattr(self.reader, "disconnecting", False):
             # Closing: the socket finishes its close only once no producer is registered.
             self.paused = False
-            self.watch(False)
+            self.owner._watchOutput(False)
             self.detach()
             return
         self.paused = False
-        self.watch(False)
-        self.drained()
+        self.owner._watchOutput(False)
+        self.owner._drainBacklog()
         if not self.paused:
             self.reader.resumeProducing()
 
@@ -107,7 +120,7 @@ class FlowControl:
         """Count bytes written while paused; too many means the peer is not reading at all."""
         self.bufferedWhilePaused += size
         if self.bufferedWhilePaused > self.limits.maxBufferedOutput:
-            self.stuck(
+            self.owner._abandon(
                 f"more than {self.limits.maxBufferedOutput} bytes are waiting for a peer that "
                 "does not read them (Limits.maxBufferedOutput)"
             )
@@ -115,7 +128,7 @@ class FlowControl:
     def _timedOut(self) -> None:
         self._timer = None
         if self.paused:
-            self.stuck(
+            self.owner._abandon(
                 f"the peer read none of our output for {self.limits.writeTimeout} s "
                 "(Limits.writeTimeout)"
             )
@@ -127,8 +140,20 @@ class FlowControl:
             self._timer = None
 
 
-def _nothing(*args: object) -> None:
-    """A callback for a closed connection."""
+class _NoOwner:
+    """The owner of a closed connection's flow control: hears nothing."""
+
+    def _drainBacklog(self) -> None:
+        pass
+
+    def _abandon(self, why: str) -> None:
+        pass
+
+    def _watchOutput(self, on: bool) -> None:
+        pass
+
+
+NO_OWNER = _NoOwner()
 
 
 def _reader(transport: Any) -> Any:

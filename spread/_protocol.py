@@ -20,7 +20,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from spread._flow import FlowControl
+from spread._flow import NO_OWNER, FlowControl
 from spread._keepalive import Keepalive, tcpKeepalive
 from spread._paging import PagingMixin
 from spread._session import PROTOCOL_VERSION, PBSession, SessionState
@@ -42,7 +42,7 @@ def reactorOr(reactor: Any) -> Any:
     return global_reactor
 
 
-_NOT_WATCHING = FlowControl(None, DEFAULT_LIMITS, None, lambda: None, lambda why: None)
+_NOT_WATCHING = FlowControl(None, DEFAULT_LIMITS, None, NO_OWNER)
 """The flow control of a broker not connected yet: never paused, watching nothing."""
 
 
@@ -115,10 +115,7 @@ class Broker(PBSession, PagingMixin, Banana):
         """Banana chose a dialect: say our version and tell whoever waits for us."""
         # Watch our outgoing buffer from now on, not before: bytes have crossed both ways, so
         # a TLS handshake (which holds writes back while it reads) is over.
-        self._flow = FlowControl(
-            self.transport, self.limits, self._clock(), self._drainBacklog, self._abandon,
-            self._watchOutput,
-        )
+        self._flow = FlowControl(self.transport, self.limits, self._clock(), self)
         if not self.pageProducers:
             self._flow.attach()
         self.spreadDialect = self.currentDialect == b"spread"

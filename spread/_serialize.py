@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any, cast
 
 from twisted.internet import defer
@@ -118,21 +119,46 @@ class ObjectTables:
     def __init__(self, security: Any, limits: Limits) -> None:
         self.security = security
         self.currentRequestID = 0
-        self._ids = ids = IdCounter()
-        self._releases = ReleaseQueue(self._scheduleFlush, self._sendReleases)
-        self._exports = ExportedObjects(ids, limits.maxBrokerRefs)
-        self._imports: ImportedReferences[RemoteReference] = ImportedReferences(
-            self._releases.put
-        )
-        self._cacheExports = ExportedCaches(ids, limits.maxCachedObjects)
-        self._cacheImports = ImportedCaches(self._releases.put)
+        self._refLimits = (limits.maxBrokerRefs, limits.maxCachedObjects)
         self._maxImportedCaches = limits.maxImportedCaches
-        self._releaseCallbacks: dict[Any, list[Callable[[], object]]] = {}
         # Where registerReference and friends record what they export while a message is
         # being jellied; None outside any message. See serializeLogged.
         self._registrationLog: Registrations | None = None
         self._placeholderClasses: set[type] | None = None  # see placeholderSent
         self._fastJelly, self._fastUnjelly = self._probeFastPaths()
+
+    # The tables are made on first use. Most connections of a large server never export a
+    # reference, import a cache or owe a release, and every object a connection holds is
+    # one more the garbage collector walks on each full collection: at thousands of
+    # connections that walk is most of what accepting one more costs.
+
+    @cached_property
+    def _ids(self) -> IdCounter:
+        return IdCounter()
+
+    @cached_property
+    def _releases(self) -> ReleaseQueue:
+        return ReleaseQueue(self._scheduleFlush, self._sendReleases)
+
+    @cached_property
+    def _exports(self) -> ExportedObjects:
+        return ExportedObjects(self._ids, self._refLimits[0])
+
+    @cached_property
+    def _imports(self) -> ImportedReferences[RemoteReference]:
+        return ImportedReferences(self._releases.put)
+
+    @cached_property
+    def _cacheExports(self) -> ExportedCaches:
+        return ExportedCaches(self._ids, self._refLimits[1])
+
+    @cached_property
+    def _cacheImports(self) -> ImportedCaches:
+        return ImportedCaches(self._releases.put)
+
+    @cached_property
+    def _releaseCallbacks(self) -> dict[Any, list[Callable[[], object]]]:
+        return {}
 
     @property
     def disconnected(self) -> int:
@@ -338,7 +364,11 @@ class ObjectTables:
 
     def setReferenceLimit(self, limit: int) -> None:
         """How many objects (and, separately, caches) the peer may hold of ours at once."""
-        self._exports.limit = self._cacheExports.limit = limit
+        self._refLimits = (limit, limit)
+        made = vars(self)
+        for table in ("_exports", "_cacheExports"):
+            if table in made:
+                made[table].limit = limit
 
     # -- releases we owe the peer (from finalizers, drained on the connection's thread) -----
 
@@ -358,7 +388,8 @@ class ObjectTables:
 
     def flushReleases(self) -> None:
         """Send owed releases now rather than when scheduled (for tests and shutdown)."""
-        self._releases.flush()
+        if "_releases" in vars(self):
+            self._releases.flush()
 
     def sendDecRef(self, objectID: Any) -> None:
         """Tell the peer we dropped one receipt of its object."""
@@ -370,11 +401,12 @@ class ObjectTables:
 
     def _clearTables(self) -> None:
         """Forget every object, reference and cache (the connection has closed)."""
-        self._exports.clear()
-        self._imports.clear()
-        self._cacheImports.clear()
-        self._releaseCallbacks.clear()
-        self._releases.close()
+        made = vars(self)
+        for table in ("_exports", "_imports", "_cacheImports", "_releaseCallbacks"):
+            if table in made:
+                made[table].clear()
+        if "_releases" in made:
+            made["_releases"].close()
 
     # -- the tables, by Twisted's names -----------------------------------------------------
 

@@ -219,7 +219,7 @@ class PBSession(ObjectTables):
             d.errback(failureOf(PBConnectionLost(reason)))
             if request_id in quiet:
                 silence(d)
-        for entry in self._cacheExports.drain():
+        for entry in self._cacheExports.drain() if "_cacheExports" in vars(self) else ():
             self._stopObserving(entry.object, entry.perspective, entry.observer)
         notifiers, self.disconnects = self.disconnects, []
         for notifier in notifiers:

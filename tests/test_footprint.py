@@ -1,0 +1,100 @@
+"""What an idle connection holds: few objects, so that a server of thousands of connections
+stays small and the garbage collector, which walks every object it tracks on each full
+collection, does not make accepting the next connection slower (issue 14, point 3).
+
+Counts, not timings: the objects the collector tracks that only a server broker reaches.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+from test_pb import Loop
+
+from spread import pb
+from spread.banana import Decoder, Encoder
+
+IDLE_SERVER_OBJECTS = 20
+"""At most this many collector-tracked objects per idle server connection (16 today over an
+in-memory transport; Twisted's broker holds 12)."""
+
+
+class Service(pb.Root):
+    def remote_add(self, a: int, b: int) -> int:
+        return a + b
+
+
+def reachable_only_from(root: Any, elsewhere: list[Any]) -> list[Any]:
+    """Tracked objects reachable from ``root`` but from none of ``elsewhere`` (shared things:
+    the factory, the root object, the modules)."""
+    shared: set[int] = set()
+    todo = list(elsewhere)
+    while todo:
+        obj = todo.pop()
+        if id(obj) in shared or obj is root or not gc.is_tracked(obj):
+            continue
+        shared.add(id(obj))
+        todo.extend(gc.get_referents(obj))
+    found: dict[int, Any] = {}
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in found or id(obj) in shared or not gc.is_tracked(obj):
+            continue
+        if isinstance(obj, type) or type(obj).__name__ == "module":
+            continue
+        found[id(obj)] = obj
+        todo.extend(gc.get_referents(obj))
+    return list(found.values())
+
+
+def test_an_idle_connection_makes_no_tables_it_does_not_use() -> None:
+    loop = Loop(Service())
+    assert loop.call("add", 1, 2) == 3
+    made = vars(loop.server)
+    # The root is published by name; no reference, cache or release table was needed.
+    assert "_exports" in made
+    for table in ("_imports", "_cacheExports", "_cacheImports", "_releases"):
+        assert table not in made, f"{table} was made for a connection that never used it"
+    loop.close()
+
+
+def test_an_idle_server_connection_holds_few_objects() -> None:
+    loop = Loop(Service())
+    loop.root()
+    shared = [loop.server_factory, loop.client, loop.server.transport, loop.pump]
+    held = reachable_only_from(loop.server, shared)
+    assert len(held) <= IDLE_SERVER_OBJECTS, sorted(type(o).__name__ for o in held)
+    loop.close()
+
+
+def test_the_tables_made_late_still_work_and_keep_the_limit() -> None:
+    loop = Loop(Service(), maxBrokerRefs=5)
+    loop.root()
+    loop.server.setReferenceLimit(2)
+    loop.server.registerReference(pb.Referenceable())
+    loop.server.registerReference(pb.Referenceable())
+    try:
+        loop.server.registerReference(pb.Referenceable())
+    except pb.Error as error:
+        assert "limit 2" in str(error)
+    else:
+        raise AssertionError("the limit set before the table existed was not applied")
+    loop.close()
+
+
+def test_a_closed_idle_connection_makes_no_tables_to_clear_them() -> None:
+    loop = Loop(Service())
+    loop.root()
+    loop.close()
+    assert loop.server.disconnected
+    assert "_imports" not in vars(loop.server)
+
+
+def test_the_decoder_keeps_nothing_it_returned() -> None:
+    decoder = Decoder()
+    message = decoder.feed(Encoder().encode([b"version", [1, 2]]))
+    assert message == [[b"version", [1, 2]]]
+    holders = [r for r in gc.get_referrers(message) if r is not message]
+    assert all(not isinstance(r, (list, tuple)) for r in holders), holders
