@@ -1,6 +1,7 @@
-"""Speed of Cacheable updates, spread.pb against twisted.spread.pb (issue 4).
+"""Speed of Cacheable updates, spread.pb against twisted.spread.pb and a raw fan-out (issue 4).
 
     .venv/bin/python bench/bench_cache.py [--observers N] [--updates N] [--rounds N]
+    .venv/bin/python bench/bench_cache.py --only spread,raw [--json]
 
 For each implementation it starts a server process holding one ``Cacheable`` master and a client
 process that opens 50 connections, each receiving the master as a ``RemoteCache`` (50 observers).
@@ -10,28 +11,41 @@ The client then asks the master for 2,000 updates; the master sends each one to 
 delivery. The implementations take turns for several rounds in fresh processes and each keeps its
 best figure, so a burst of load elsewhere spoils a sample rather than a column. Run by hand, never
 by the test suite.
+
+The third implementation, ``raw``, is no PB at all: the server holds 50 Twisted
+``Int32StringReceiver`` connections (each subscribes with one small round trip) and, asked for
+2,000 updates, sends one small string to every connection per reactor turn through the same
+``task.coiterate`` loop; the client counts the strings until all 100,000 have arrived. That is
+the ceiling of this reactor and machine. It does less than PB does: a PB observer answers each
+update (``callRemote`` asks for an answer), the raw client answers none.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import queue
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
 PB_MODULES = {"spread": "spread.pb", "twisted": "twisted.spread.pb"}
-IMPLEMENTATIONS = tuple(PB_MODULES)
+IMPLEMENTATIONS = (*PB_MODULES, "raw")
 WIRE_NAME = "bench_cache.Master"
 PROCESS_TIMEOUT = 300.0
 TARGET = 3.0  # issue 4: spread delivers at least 3x as many updates per second as Twisted
 
 
-def serve(implementation: str) -> None:
-    """Hold one master; print ``PORT n``; send updates on request; stop when stdin closes."""
-    from twisted.internet import reactor, stdio, task
-    from twisted.internet.protocol import Protocol
+# ---------------------------------------------------------------------------------------------
+# Server process:  bench_cache.py --serve IMPL
+
+
+def pb_factory(implementation: str) -> Any:
+    """A PB server whose root hands out one master and sends it updates on request."""
+    from twisted.internet import task
 
     pb: Any = importlib.import_module(PB_MODULES[implementation])
 
@@ -71,20 +85,73 @@ def serve(implementation: str) -> None:
 
             return task.coiterate(updates()).addCallback(lambda _: len(observers))
 
+    return pb.PBServerFactory(BenchRoot())
+
+
+def raw_factory() -> Any:
+    """Int32StringReceiver connections: ``subscribe`` (answered ``subscribed``) makes one an
+    observer; ``update N`` sends N updates to every observer, one round of them per reactor
+    turn, then answers ``sent <observers>``."""
+    from twisted.internet import task
+    from twisted.internet.protocol import Factory
+    from twisted.protocols.basic import Int32StringReceiver
+
+    observers: list[Int32StringReceiver] = []
+
+    class Observed(Int32StringReceiver):
+        def stringReceived(self, string: bytes) -> None:
+            if string == b"subscribe":
+                observers.append(self)
+                self.sendString(b"subscribed")
+            elif string.startswith(b"update "):
+                self.fan_out(int(string.split()[1]))
+
+        def fan_out(self, count: int) -> None:
+            def updates() -> Any:  # the same loop as the PB master's
+                for value in range(count):
+                    for observer in observers:
+                        # One message made per observer, as each PB callRemote makes its own.
+                        observer.sendString(b"update %d" % value)
+                    yield None
+
+            task.coiterate(updates()).addCallback(
+                lambda _: self.sendString(b"sent %d" % len(observers))
+            )
+
+        def connectionLost(self, reason: Any = None) -> None:
+            observers[:] = [known for known in observers if known is not self]
+
+    return Factory.forProtocol(Observed)
+
+
+def serve(implementation: str) -> None:
+    """Hold one master; print ``PORT n``; send updates on request; stop when stdin closes."""
+    from twisted.internet import reactor, stdio
+    from twisted.internet.protocol import Protocol
+
+    factory = raw_factory() if implementation == "raw" else pb_factory(implementation)
+
     class StopOnStdinClose(Protocol):
         def connectionLost(self, reason: Any = None) -> None:
             reactor.stop()  # type: ignore[attr-defined]
 
-    port = reactor.listenTCP(0, pb.PBServerFactory(BenchRoot()), interface="127.0.0.1")  # type: ignore[attr-defined]
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
     print(f"PORT {port.getHost().port}", flush=True)
     stdio.StandardIO(StopOnStdinClose())
     reactor.run()  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# Client process:  bench_cache.py --client IMPL PORT OBSERVERS UPDATES
 
 
 def client(implementation: str, port: int, observers: int, updates: int) -> None:
     """Open ``observers`` connections, each caching the master; time ``updates`` updates."""
     from twisted.internet import defer, task
 
+    if implementation == "raw":
+        raw_client(port, observers, updates)
+        return
     pb: Any = importlib.import_module(PB_MODULES[implementation])
     expected = observers * updates
     state = {"received": 0}
@@ -125,6 +192,91 @@ def client(implementation: str, port: int, observers: int, updates: int) -> None
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
 
 
+def raw_client(port: int, observers: int, updates: int) -> None:
+    """The raw fan-out's client: ``observers`` subscribed connections counting update strings."""
+    from collections import deque
+
+    from twisted.internet import defer, task
+    from twisted.internet.protocol import ClientFactory
+    from twisted.protocols.basic import Int32StringReceiver
+
+    expected = observers * updates
+    state = {"received": 0}
+    done: defer.Deferred[None] = defer.Deferred()
+
+    class Replica(Int32StringReceiver):
+        factory: Opening
+
+        def connectionMade(self) -> None:
+            self.waiting: deque[defer.Deferred[bytes]] = deque()
+            self.value = b""
+            self.factory.ready.callback(self)
+
+        def request(self, data: bytes) -> defer.Deferred[bytes]:
+            answer: defer.Deferred[bytes] = defer.Deferred()
+            self.waiting.append(answer)
+            self.sendString(data)
+            return answer
+
+        def stringReceived(self, string: bytes) -> None:
+            if string.startswith(b"update "):
+                self.value = string
+                state["received"] += 1
+                if state["received"] == expected:
+                    done.callback(None)
+            else:
+                self.waiting.popleft().callback(string)
+
+    class Opening(ClientFactory):
+        protocol = Replica
+
+        def __init__(self) -> None:
+            self.ready: defer.Deferred[Replica] = defer.Deferred()
+
+        def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+            self.ready.errback(reason)
+
+    async def run(reactor: Any) -> None:
+        replicas: list[Replica] = []
+        for _ in range(observers):
+            opening = Opening()
+            reactor.connectTCP("127.0.0.1", port, opening)
+            replicas.append(await opening.ready)
+        for replica in replicas:
+            assert await replica.request(b"subscribe") == b"subscribed"
+        started = time.perf_counter()
+        watching = replicas[0].request(b"update %d" % updates)
+        await done
+        answer = await watching
+        assert answer == b"sent %d" % observers, f"{answer!r}, expected {observers} observers"
+        elapsed = time.perf_counter() - started
+        print(f"RESULT {expected / elapsed:.1f}", flush=True)
+        for replica in replicas:
+            assert replica.transport is not None
+            replica.transport.loseConnection()
+
+    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run: one server process and one client process per implementation and round
+
+
+def read_port(server: subprocess.Popen[str]) -> int:
+    """The server's ``PORT n`` line, waited for at most PROCESS_TIMEOUT seconds."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert server.stdout is not None
+    stdout = server.stdout
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    try:
+        line = lines.get(timeout=PROCESS_TIMEOUT)
+    except queue.Empty:
+        raise RuntimeError("the server did not start") from None
+    if not line.startswith("PORT "):
+        raise RuntimeError(f"the server did not start: {line.strip() or 'no output'}")
+    return int(line.split()[1])
+
+
 def measure(implementation: str, observers: int, updates: int) -> float:
     """One fresh server and client; updates delivered per second."""
     server = subprocess.Popen(
@@ -134,13 +286,14 @@ def measure(implementation: str, observers: int, updates: int) -> float:
         text=True,
     )
     try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline().split()[1])
+        port = read_port(server)
         done = subprocess.run(
             [sys.executable, __file__, "--client", implementation, str(port),
              str(observers), str(updates)],
-            capture_output=True, text=True, timeout=PROCESS_TIMEOUT, check=True,
+            capture_output=True, text=True, timeout=PROCESS_TIMEOUT,
         )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip().splitlines()[-1:] or done.returncode)
         line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
         return float(line.split()[1])
     finally:
@@ -158,7 +311,9 @@ def main() -> None:
     parser.add_argument("--observers", type=int, default=50)
     parser.add_argument("--updates", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--serve", metavar="IMPL", help=argparse.SUPPRESS)
+    parser.add_argument("--only", default=",".join(IMPLEMENTATIONS), help="comma-separated")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument("--serve", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -168,17 +323,37 @@ def main() -> None:
         implementation, port, observers, updates = args.client
         client(implementation, int(port), int(observers), int(updates))
         return
-    best = {name: 0.0 for name in IMPLEMENTATIONS}
+    only = args.only.split(",")
+    unknown = set(only) - set(IMPLEMENTATIONS)
+    if unknown:
+        parser.error(f"--only takes some of {','.join(IMPLEMENTATIONS)}, not {unknown}")
+    best: dict[str, float] = {}
+    errors: dict[str, str] = {}
     for _ in range(args.rounds):
-        for name in IMPLEMENTATIONS:
-            best[name] = max(best[name], measure(name, args.observers, args.updates))
-    ratio = best["spread"] / best["twisted"]
+        for name in only:
+            if name in errors:
+                continue
+            try:
+                figure = measure(name, args.observers, args.updates)
+            except Exception as problem:
+                errors[name] = str(problem) or type(problem).__name__
+                continue
+            best[name] = max(best.get(name, 0.0), figure)
     print(f"{args.observers} observers x {args.updates} updates, best of {args.rounds} rounds")
     print(f"{'':10} {'updates/s':>12}")
-    for name in IMPLEMENTATIONS:
-        print(f"{name:10} {best[name]:12,.0f}")
-    verdict = "met" if ratio >= TARGET else "NOT met"
-    print(f"spread / twisted: {ratio:.2f}x (target >= {TARGET}x: {verdict})")
+    for name in only:
+        print(f"{name:10} {best[name]:12,.0f}" if name in best else f"{name:10} {'n/a':>12}")
+    if "spread" in best and "twisted" in best:
+        ratio = best["spread"] / best["twisted"]
+        verdict = "met" if ratio >= TARGET else "NOT met"
+        print(f"spread / twisted: {ratio:.2f}x (target >= {TARGET}x: {verdict})")
+    if "spread" in best and "raw" in best:
+        print(f"spread / raw: {best['spread'] / best['raw']:.2f}x")
+    for name, message in errors.items():
+        print(f"{name} could not be measured: {message}")
+    if args.json:
+        settings = {"observers": args.observers, "updates": args.updates, "rounds": args.rounds}
+        print(json.dumps({"settings": settings, "results": best, "errors": errors}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Many clients at once, spread.pb against twisted.spread.pb (issue 7).
+"""Many clients at once, spread.pb against twisted.spread.pb and a raw echo (issue 7).
 
     .venv/bin/python bench/bench_load.py [--connections 1000] [--calls 10] [--rounds 2]
     .venv/bin/python bench/bench_load.py --connections 10000 --callers 1000 --rounds 1
+    .venv/bin/python bench/bench_load.py --only spread,raw [--json]
 
 For each implementation and each mode (``root``: getRootObject then calls; ``login``: a
 username/password login through twisted.cred, then calls on the avatar), a server process
@@ -12,7 +13,17 @@ It reports:
 - calls/s: callers*C divided by the time the calls took, the callers (all N unless
   ``--callers`` says fewer) calling concurrently while the other connections stay idle;
 - server KiB per connection: the growth of the server's resident memory with all N connected,
-  divided by N (read from /proc, so Linux only).
+  divided by N (read from /proc, so Linux only);
+- server connections per CPU-second: N divided by the CPU time the server process used while
+  they connected. On one machine the client, which opens every connection with Twisted's own
+  TCP code, is often the slower process and sets connections/s for every implementation
+  alike; this figure is the server's own cost of accepting, whatever the client's speed.
+
+The third implementation, ``raw``, is no PB at all: Twisted ``Int32StringReceiver`` protocols
+that echo each string back, on the same reactor (the ceiling of this reactor and machine). A
+connection is ready when it is connected and one small round trip is done (the analogue of
+getRootObject); each call is one small string sent and its echo awaited. A raw echo has no
+login, so it is measured in ``root`` mode only.
 
 The implementations take turns for several rounds in fresh processes; each keeps its best
 figures. Needs N+100 file descriptors: each process raises its soft limit to the hard one
@@ -22,16 +33,30 @@ figures. Needs N+100 file descriptors: each process raises its soft limit to the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import IO, Any
 
+IMPLEMENTATIONS = ("spread", "twisted", "raw")
 PB_MODULES = {"spread": "spread.pb", "twisted": "twisted.spread.pb"}
 MODES = ("root", "login")
+RAW_MODES = ("root",)  # a raw echo has no login
+SMALL_RAW_MESSAGE = b"\x00" * 40  # about the size of a PB add(n, 1) call on the wire
 PROCESS_TIMEOUT = 600.0
+# The JSON's names:
+FIGURES = ("connections_per_s", "calls_per_s", "kib_per_connection", "server_connections_per_cpu_s")
+
+# One open connection in the client: (close it, start call number n and return its Deferred)
+Connection = tuple[Callable[[], object], Callable[[int], Any]]
+Opener = Callable[[Any], Awaitable[Connection]]  # given the reactor, opens one Connection
 
 
 def raise_fd_limit() -> None:
@@ -51,11 +76,17 @@ def rss_kib() -> int:
     return 0
 
 
-def serve(implementation: str) -> None:
-    """Print ``PORT n``; answer ``MEM`` on stdin with the resident memory; stop at EOF."""
+def modes_of(implementation: str) -> tuple[str, ...]:
+    return RAW_MODES if implementation == "raw" else MODES
+
+
+# ---------------------------------------------------------------------------------------------
+# Server process:  bench_load.py --serve IMPL
+
+
+def pb_factories(implementation: str) -> tuple[Any, Any]:
+    """(root factory, login factory): an adding Root, and a portal whose avatars add."""
     from twisted.cred import checkers, portal
-    from twisted.internet import reactor, stdio
-    from twisted.protocols.basic import LineReceiver
     from zope.interface import implementer
 
     pb: Any = importlib.import_module(PB_MODULES[implementation])
@@ -74,23 +105,46 @@ def serve(implementation: str) -> None:
             return pb.IPerspective, User(), lambda: None
 
     checker = checkers.InMemoryUsernamePasswordDatabaseDontUse(user=b"secret")
-    root_port = reactor.listenTCP(  # type: ignore[attr-defined]
-        0, pb.PBServerFactory(Service()), backlog=2048, interface="127.0.0.1"
-    )
-    login_port = reactor.listenTCP(  # type: ignore[attr-defined]
-        0, pb.PBServerFactory(portal.Portal(Realm(), [checker])), backlog=2048,
-        interface="127.0.0.1",
-    )
+    return pb.PBServerFactory(Service()), pb.PBServerFactory(portal.Portal(Realm(), [checker]))
+
+
+def raw_factory() -> Any:
+    """Int32StringReceiver protocols echoing every string."""
+    from twisted.internet.protocol import Factory
+    from twisted.protocols.basic import Int32StringReceiver
+
+    class Echo(Int32StringReceiver):
+        def stringReceived(self, string: bytes) -> None:
+            self.sendString(string)
+
+    return Factory.forProtocol(Echo)
+
+
+def serve(implementation: str) -> None:
+    """Print ``PORT root login``; answer ``MEM`` on stdin with the resident memory; stop at EOF.
+
+    The raw echo has no login: both ports are the echo's."""
+    from twisted.internet import reactor, stdio
+    from twisted.protocols.basic import LineReceiver
+
+    def listen(factory: Any) -> int:
+        port = reactor.listenTCP(0, factory, backlog=2048, interface="127.0.0.1")  # type: ignore[attr-defined]
+        return int(port.getHost().port)
+
+    if implementation == "raw":
+        root_port = login_port = listen(raw_factory())
+    else:
+        root_factory, login_factory = pb_factories(implementation)
+        root_port, login_port = listen(root_factory), listen(login_factory)
 
     class Control(LineReceiver):
         delimiter = b"\n"
 
         def connectionMade(self) -> None:
-            ports = (root_port.getHost().port, login_port.getHost().port)
-            self.sendLine(f"PORT {ports[0]} {ports[1]}".encode())
+            self.sendLine(f"PORT {root_port} {login_port}".encode())
 
         def lineReceived(self, line: bytes) -> None:
-            self.sendLine(f"MEM {rss_kib()}".encode())
+            self.sendLine(f"MEM {rss_kib()} {time.process_time()}".encode())
 
         def connectionLost(self, reason: Any = None) -> None:
             reactor.stop()  # type: ignore[attr-defined]
@@ -99,30 +153,89 @@ def serve(implementation: str) -> None:
     reactor.run()  # type: ignore[attr-defined]
 
 
+# ---------------------------------------------------------------------------------------------
+# Client process:  bench_load.py --client IMPL PORT MODE CONNECTIONS CALLS CALLERS
+
+
+def pb_opener(implementation: str, port: int, mode: str) -> Opener:
+    """Opens a PB connection and gets its root (or logs in); calls are ``add(n, 1)``."""
+    from twisted.cred.credentials import UsernamePassword
+
+    pb: Any = importlib.import_module(PB_MODULES[implementation])
+
+    async def one(reactor: Any) -> Connection:
+        factory = pb.PBClientFactory()
+        reactor.connectTCP("127.0.0.1", port, factory, timeout=120)
+        if mode == "login":
+            target = await factory.login(UsernamePassword(b"user", b"secret"))
+        else:
+            target = await factory.getRootObject()
+        return factory.disconnect, lambda n: target.callRemote("add", n, 1)
+
+    return one
+
+
+def raw_opener(port: int) -> Opener:
+    """Opens an Int32StringReceiver connection, ready after one round trip; a call is one small
+    string echoed."""
+    from collections import deque
+
+    from twisted.internet import defer
+    from twisted.internet.protocol import ClientFactory
+    from twisted.protocols.basic import Int32StringReceiver
+
+    class Client(Int32StringReceiver):
+        factory: Opening
+
+        def connectionMade(self) -> None:
+            self.waiting: deque[defer.Deferred[bytes]] = deque()
+            self.factory.ready.callback(self)
+
+        def request(self, data: bytes) -> defer.Deferred[bytes]:
+            answer: defer.Deferred[bytes] = defer.Deferred()
+            self.waiting.append(answer)
+            self.sendString(data)
+            return answer
+
+        def stringReceived(self, string: bytes) -> None:
+            self.waiting.popleft().callback(string)
+
+    class Opening(ClientFactory):
+        protocol = Client
+
+        def __init__(self) -> None:
+            self.ready: defer.Deferred[Client] = defer.Deferred()
+
+        def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+            self.ready.errback(reason)
+
+    async def one(reactor: Any) -> Connection:
+        opening = Opening()
+        reactor.connectTCP("127.0.0.1", port, opening, timeout=120)
+        client = await opening.ready
+        await client.request(SMALL_RAW_MESSAGE)  # one round trip, as getRootObject makes
+        assert client.transport is not None
+        return client.transport.loseConnection, lambda n: client.request(SMALL_RAW_MESSAGE)
+
+    return one
+
+
 def client(
     implementation: str, port: int, mode: str, connections: int, calls: int, callers: int
 ) -> None:
     """Connect ``connections`` clients at once; time connecting, then ``callers`` of them
     calling; print RESULT."""
-    from twisted.cred.credentials import UsernamePassword
     from twisted.internet import defer, task
 
-    pb: Any = importlib.import_module(PB_MODULES[implementation])
+    one = raw_opener(port) if implementation == "raw" else pb_opener(implementation, port, mode)
 
-    async def one(reactor: Any) -> tuple[Any, Any]:
-        factory = pb.PBClientFactory()
-        reactor.connectTCP("127.0.0.1", port, factory, timeout=120)
-        if mode == "login":
-            return factory, await factory.login(UsernamePassword(b"user", b"secret"))
-        return factory, await factory.getRootObject()
-
-    async def calling(target: Any) -> None:
+    async def calling(call: Callable[[int], Any]) -> None:
         for n in range(calls):
-            await target.callRemote("add", n, 1)
+            await call(n)
 
     async def run(reactor: Any) -> None:
         started = time.perf_counter()
-        pairs = await defer.gatherResults(
+        opened: list[Connection] = await defer.gatherResults(
             [defer.ensureDeferred(one(reactor)) for _ in range(connections)]
         )
         connected = time.perf_counter()
@@ -130,7 +243,7 @@ def client(
         sys.stdin.readline()  # the parent reads the server's memory now
         calls_started = time.perf_counter()
         await defer.gatherResults(
-            [defer.ensureDeferred(calling(t)) for _, t in pairs[:callers]]
+            [defer.ensureDeferred(calling(call)) for _, call in opened[:callers]]
         )
         done = time.perf_counter()
         print(
@@ -138,25 +251,74 @@ def client(
             f"{callers * calls / (done - calls_started):.1f}",
             flush=True,
         )
-        for factory, _ in pairs:
-            factory.disconnect()
+        for close, _ in opened:
+            close()
 
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
 
 
+# ---------------------------------------------------------------------------------------------
+# The run: one server process and one client process per implementation and mode
+
+
+class Lines:
+    """A child's stdout, line by line, each awaited for at most ``timeout`` seconds."""
+
+    def __init__(self, stream: IO[str], timeout: float = PROCESS_TIMEOUT) -> None:
+        self.timeout = timeout
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self.pump, args=(stream,), daemon=True).start()
+
+    def pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line)
+        self.lines.put("")  # end of file
+
+    def next(self, expected: str) -> list[str]:
+        """The next line's words, which must start with ``expected``."""
+        try:
+            line = self.lines.get(timeout=self.timeout)
+        except queue.Empty:
+            raise RuntimeError(f"no {expected} within {self.timeout:.0f} s") from None
+        words = line.split()
+        if not words or words[0] != expected:
+            raise RuntimeError(f"expected {expected}, got {line.strip() or 'end of output'!r}")
+        return words
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """Close the child's stdin (it stops at EOF); kill it if it does not stop within 30 s."""
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):  # a child that has died has a broken pipe
+            process.stdin.close()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def parse_mem(words: list[str]) -> tuple[int, float]:
+    """``MEM rss cpu``: the server's resident KiB and the CPU seconds it has used."""
+    return int(words[1]), float(words[2])
+
+
 def measure(
     implementation: str, mode: str, connections: int, calls: int, callers: int
-) -> tuple[float, ...]:
-    """One fresh server and client: (connections/s, calls/s, server KiB per connection)."""
+) -> tuple[float, float, float, float]:
+    """One fresh server and client: (connections/s, calls/s, server KiB per connection,
+    connections per second of the server's CPU time)."""
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", implementation],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
     )
+    load: subprocess.Popen[str] | None = None
     assert server.stdin is not None and server.stdout is not None
     try:
-        root_port, login_port = server.stdout.readline().split()[1:3]
+        from_server = Lines(server.stdout)
+        root_port, login_port = from_server.next("PORT")[1:3]
         server.stdin.write("MEM\n")
-        idle = int(server.stdout.readline().split()[1])
+        idle, idle_cpu = parse_mem(from_server.next("MEM"))
         port = root_port if mode == "root" else login_port
         load = subprocess.Popen(
             [sys.executable, __file__, "--client", implementation, port, mode,
@@ -164,17 +326,35 @@ def measure(
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
         assert load.stdin is not None and load.stdout is not None
-        assert load.stdout.readline().strip() == "CONNECTED"
+        from_client = Lines(load.stdout)
+        from_client.next("CONNECTED")
         server.stdin.write("MEM\n")
-        loaded = int(server.stdout.readline().split()[1])
+        loaded, loaded_cpu = parse_mem(from_server.next("MEM"))
         load.stdin.write("go\n")
         load.stdin.flush()
-        result = load.stdout.readline().split()
+        result = from_client.next("RESULT")
         load.wait(PROCESS_TIMEOUT)
-        return float(result[1]), float(result[2]), (loaded - idle) / connections
+        accepting = connections / max(loaded_cpu - idle_cpu, 1e-6)
+        return float(result[1]), float(result[2]), (loaded - idle) / connections, accepting
     finally:
-        server.stdin.close()
-        server.wait(30)
+        if load is not None:
+            stop(load)
+        stop(server)
+
+
+def ratio_line(mode: str, best: dict[tuple[str, str], list[float]], other: str) -> str | None:
+    """``mode: spread/other ...``, the ratios of spread's figures to ``other``'s."""
+    if (mode, "spread") not in best or (mode, other) not in best:
+        return None
+    spread, theirs = best[(mode, "spread")], best[(mode, other)]
+    line = (
+        f"{mode}: spread/{other} connections {spread[0] / theirs[0]:.2f}x, "
+        f"calls {spread[1] / theirs[1]:.2f}x, server CPU per connection "
+        f"{spread[3] / theirs[3]:.2f}x"
+    )
+    if other != "raw":
+        line += f", memory {spread[2] / theirs[2]:.2f}x" if theirs[2] else ", memory n/a"
+    return line
 
 
 def main() -> None:
@@ -183,7 +363,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--callers", type=int, default=None, help="connections that call")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--only", default=",".join(IMPLEMENTATIONS), help="comma-separated")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument("--serve", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     raise_fd_limit()
@@ -194,29 +376,66 @@ def main() -> None:
         implementation, port, mode, connections, calls, callers = args.client
         client(implementation, int(port), mode, int(connections), int(calls), int(callers))
         return
+    only = args.only.split(",")
+    unknown = set(only) - set(IMPLEMENTATIONS)
+    if unknown:
+        parser.error(f"--only takes some of {','.join(IMPLEMENTATIONS)}, not {unknown}")
     callers = args.connections if args.callers is None else min(args.callers, args.connections)
     best: dict[tuple[str, str], list[float]] = {}
+    errors: dict[tuple[str, str], str] = {}
     for _ in range(args.rounds):
         for mode in MODES:
-            for name in PB_MODULES:
-                figures = measure(name, mode, args.connections, args.calls, callers)
+            for name in only:
+                if mode not in modes_of(name) or (mode, name) in errors:
+                    continue
+                try:
+                    figures = measure(name, mode, args.connections, args.calls, callers)
+                except Exception as problem:
+                    errors[(mode, name)] = str(problem) or type(problem).__name__
+                    continue
                 old = best.get((mode, name))
-                best[(mode, name)] = figures if old is None else [
-                    max(old[0], figures[0]), max(old[1], figures[1]), min(old[2], figures[2])
+                best[(mode, name)] = list(figures) if old is None else [
+                    max(old[0], figures[0]), max(old[1], figures[1]), min(old[2], figures[2]),
+                    max(old[3], figures[3]),
                 ]
     print(
         f"{args.connections} connections, {callers} of them making {args.calls} calls each, "
         f"best of {args.rounds} rounds"
     )
-    print(f"{'':16} {'connections/s':>14} {'calls/s':>10} {'server KiB/conn':>16}")
-    for (mode, name), (conns, calls, kib) in best.items():
-        print(f"{mode + ' ' + name:16} {conns:14,.0f} {calls:10,.0f} {kib:16.1f}")
+    print(
+        f"{'':16} {'connections/s':>14} {'calls/s':>10} {'server KiB/conn':>16} "
+        f"{'server conns/CPU-s':>19}"
+    )
     for mode in MODES:
-        spread, twisted = best[(mode, "spread")], best[(mode, "twisted")]
-        print(
-            f"{mode}: spread/twisted connections {spread[0] / twisted[0]:.2f}x, "
-            f"calls {spread[1] / twisted[1]:.2f}x, memory {spread[2] / twisted[2]:.2f}x"
-        )
+        for name in only:
+            label = f"{mode} {name}"
+            if (mode, name) in best:
+                conns, calls, kib, accepting = best[(mode, name)]
+                print(
+                    f"{label:16} {conns:14,.0f} {calls:10,.0f} {kib:16.1f} {accepting:19,.0f}"
+                )
+            else:
+                why = "no login" if mode not in modes_of(name) else "failed"
+                print(f"{label:16} {'n/a':>14} {'n/a':>10} {'n/a':>16} {'n/a':>19}  ({why})")
+    for mode in MODES:
+        for other in ("twisted", "raw"):
+            line = ratio_line(mode, best, other)
+            if line is not None:
+                print(line)
+    for (mode, name), message in errors.items():
+        print(f"{mode} {name} could not be measured: {message}")
+    if args.json:
+        figures = {
+            mode: {
+                name: dict(zip(FIGURES, best[(mode, name)], strict=True))
+                for name in only if (mode, name) in best
+            }
+            for mode in MODES
+        }
+        settings = {"connections": args.connections, "calls": args.calls, "callers": callers,
+                    "rounds": args.rounds}  # fmt: skip
+        failed = {f"{mode} {name}": message for (mode, name), message in errors.items()}
+        print(json.dumps({"settings": settings, "results": figures, "errors": failed}, indent=2))
 
 
 if __name__ == "__main__":
