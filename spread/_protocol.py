@@ -258,9 +258,7 @@ class Broker(PBSession, PagingMixin, Banana):
         if self._limitsAfterLogin is not None:
             return
         self._limitsAfterLogin = self.limits
-        self.limits = self.limits.replace(
-            maxMessageSize=min(self.limits.maxMessageSize, self.limits.maxMessageSizeBeforeLogin)
-        )
+        self.limits = self.limits.beforeLogin()
         self._loginTimer = self._clock().callLater(
             self.limits.loginTimeout, self._loginTimedOut
         )

@@ -15,6 +15,7 @@ Every field has a default that suits an ordinary service; raise one only when yo
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from spread._banana_codec import MAX_DEPTH, MAX_MESSAGE_SIZE, SIZE_LIMIT
@@ -137,6 +138,21 @@ class Limits:
     def replace(self, **changes: Any) -> Limits:
         """Return a copy with some limits changed, e.g. ``limits.replace(maxDepth=50)``."""
         return replace(self, **changes)
+
+    def beforeLogin(self) -> Limits:
+        """These limits as they apply until the peer logs in (``maxMessageSizeBeforeLogin``).
+
+        Worked out once per distinct ``Limits``, not per connection: every connection to a
+        login server needs them.
+        """
+        return _beforeLogin(self)
+
+
+@lru_cache(maxsize=64)
+def _beforeLogin(limits: Limits) -> Limits:
+    return limits.replace(
+        maxMessageSize=min(limits.maxMessageSize, limits.maxMessageSizeBeforeLogin)
+    )
 
 
 DEFAULT_LIMITS = Limits()

@@ -14,6 +14,7 @@ from test_pb import Loop
 
 from spread import pb
 from spread.banana import Decoder, Encoder
+from spread.limits import Limits
 
 IDLE_SERVER_OBJECTS = 20
 """At most this many collector-tracked objects per idle server connection (16 today over an
@@ -98,3 +99,11 @@ def test_the_decoder_keeps_nothing_it_returned() -> None:
     assert message == [[b"version", [1, 2]]]
     holders = [r for r in gc.get_referrers(message) if r is not message]
     assert all(not isinstance(r, (list, tuple)) for r in holders), holders
+
+
+def test_connections_waiting_to_log_in_share_one_set_of_limits() -> None:
+    limits = Limits(maxMessageSize=10_000_000)
+    before = limits.beforeLogin()
+    assert before.maxMessageSize == limits.maxMessageSizeBeforeLogin
+    assert limits.beforeLogin() is before  # worked out once, not per connection
+    assert before.beforeLogin().maxMessageSize == before.maxMessageSize
