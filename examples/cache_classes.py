@@ -27,13 +27,12 @@ class MasterDuckPond(pb.Cacheable):
 
     def addDuck(self, duck: str) -> None:
         self.ducks.append(duck)
-        for observer in self.observers:
-            observer.callRemote("addDuck", duck)
+        # observer.callRemote("addDuck", duck) for each observer, serialized once for all.
+        pb.broadcast(self.observers, "addDuck", duck)
 
     def removeDuck(self, duck: str) -> None:
         self.ducks.remove(duck)
-        for observer in self.observers:
-            observer.callRemote("removeDuck", duck)
+        pb.broadcast(self.observers, "removeDuck", duck)
 
     def getStateToCacheAndObserveFor(
         self, perspective: Any, observer: pb.RemoteCacheObserver

@@ -25,6 +25,7 @@ class CallSender(Protocol):
     def sendRemoteCall(
         self, prefix: bytes, perspective: Any, objectID: Any, message: bytes,
         args: tuple[Any, ...], kw: dict[str, Any], quiet: bool = False,
+        shared: dict[Any, Any] | None = None,
     ) -> defer.Deferred[Any]:
         """Send ``[prefix + message, ...]`` and return the Deferred of its answer.
 

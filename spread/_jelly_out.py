@@ -200,6 +200,12 @@ class Jellier:
             obj_id = id(obj)
             if obj_id in self._preserved:
                 return self._seenAgain(obj_id)
+            if self.invoker is not None and not getattr(
+                type(obj).jellyFor, "sameForEveryConnection", False
+            ):
+                specific = getattr(self.invoker, "_connectionSpecific", None)
+                if specific is not None:
+                    specific()
             return obj.jellyFor(self)
         kind = type(obj)
         if self._checkTypes and not self.taster.isTypeAllowed(qual(kind).encode("utf-8")):

@@ -46,6 +46,14 @@ class RemoteReference(Serializable):
         name = _name.encode("utf-8") if isinstance(_name, str) else _name
         return self.broker.sendRemoteCall(b"", self.perspective, self.luid, name, args, kw)
 
+    def _callShared(
+        self, name: bytes, args: tuple[Any, ...], kw: dict[str, Any], shared: dict[Any, Any]
+    ) -> defer.Deferred[Any]:
+        """``callRemote`` for ``flavors.broadcast``: arguments serialized once for many."""
+        return self.broker.sendRemoteCall(
+            b"", self.perspective, self.luid, name, args, kw, False, shared
+        )
+
     def unjellyFor(self, unjellier: Any, unjellyList: list[Any]) -> RemoteReference:
         """Become the reference ``[b"remote", id]`` names on ``unjellier``'s connection.
 

@@ -107,8 +107,12 @@ class ObjectTables:
     the registration logs that let an unsent message be taken back, and the releases owed
     to the peer. It sends only through ``sendEncoded``, which the session provides."""
 
-    serializingPerspective: Any = None
     unserializingPerspective: Any = None
+    _serializing: Any = None  # the perspective being jellied for (serializingPerspective)
+    _specific = 0
+    """How many times jelly made something that may differ from one connection to another:
+    it read ``serializingPerspective``, or ran a ``jellyFor`` not known to be the same for
+    every connection. Arguments serialized without any are shared by ``broadcast``."""
     jellyMethod: Any = None
     jellyArgs: Any = None
     jellyKw: Any = None
@@ -159,6 +163,21 @@ class ObjectTables:
     @cached_property
     def _releaseCallbacks(self) -> dict[Any, list[Callable[[], object]]]:
         return {}
+
+    @property
+    def serializingPerspective(self) -> Any:
+        """The perspective the object being jellied is for (what ``Viewable`` and
+        ``getStateToCopyFor`` see)."""
+        self._specific += 1
+        return self._serializing
+
+    @serializingPerspective.setter
+    def serializingPerspective(self, perspective: Any) -> None:
+        self._serializing = perspective
+
+    def _connectionSpecific(self) -> None:
+        """Jelly made a form that may hold this connection's ids or state (see _specific)."""
+        self._specific += 1
 
     @property
     def disconnected(self) -> int:
@@ -261,8 +280,8 @@ class ObjectTables:
             self._registrationLog = outer
 
     def _jellyTracked(self, object: Any, perspective: Any, method: Any, args: Any, kw: Any) -> Any:
-        saved = (self.serializingPerspective, self.jellyMethod, self.jellyArgs, self.jellyKw)
-        self.serializingPerspective = perspective
+        saved = (self._serializing, self.jellyMethod, self.jellyArgs, self.jellyKw)
+        self._serializing = perspective
         self.jellyMethod, self.jellyArgs, self.jellyKw = method, args, kw
         outer = self._registrationLog
         log: Registrations = []
@@ -274,7 +293,7 @@ class ObjectTables:
             raise
         finally:
             self._registrationLog = outer
-            (self.serializingPerspective, self.jellyMethod, self.jellyArgs, self.jellyKw) = saved
+            (self._serializing, self.jellyMethod, self.jellyArgs, self.jellyKw) = saved
         if outer is not None:
             outer.extend(log)
         return sexp

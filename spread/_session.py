@@ -495,6 +495,7 @@ class PBSession(ObjectTables):
     def sendRemoteCall(
         self, prefix: bytes, perspective: Any, objectID: Any, message: bytes,
         args: tuple[Any, ...], kw: dict[str, Any], quiet: bool = False,
+        shared: dict[Any, Any] | None = None,
     ) -> defer.Deferred[Any]:
         """Send a call and return the Deferred for its answer.
 
@@ -504,7 +505,8 @@ class PBSession(ObjectTables):
         ``try: ref.callRemote(...) except DeadReferenceError:`` works as in Twisted);
         a value the serializer refuses fails the Deferred instead. A ``quiet`` call (a
         master updating its replicas) never raises, and its failures are not logged if
-        nobody looks at them.
+        nobody looks at them. Calls given one ``shared`` dict (``flavors.broadcast``)
+        serialize their arguments once per kind of connection that can share them.
         """
         if self.state is SessionState.CLOSED:
             if not quiet:
@@ -520,26 +522,47 @@ class PBSession(ObjectTables):
             self._dropConnection()
             return quietFailure(DeadReferenceError("the peer stopped answering cache updates"))
         answerRequired = 1
+        if kw and "pbanswer" in kw:
+            kw = dict(kw)
+            answerRequired = int(bool(kw.pop("pbanswer")))
+        key = None
+        if shared is not None:
+            # What jelly makes of the arguments depends on these alone, as long as it
+            # exported nothing and made nothing connection-specific (checked below).
+            key = (type(self), id(self.security), self.spreadDialect, self._fastJelly)
+            hit = shared.get(key)
+            if hit is not None:
+                return self._sendCall(
+                    prefix, objectID, message, answerRequired, hit[0], hit[1], None, None,
+                    quiet,
+                )
+        specific = self._specific
         netKw: Any = _EMPTY_KW
-        kw_log: Registrations = []
-        if kw:
-            if "pbanswer" in kw:
-                kw = dict(kw)
-                answerRequired = int(bool(kw.pop("pbanswer")))
-            try:
-                if kw:
-                    netKw, kw_log = self.serializeLogged(kw, perspective, message)
-            except Exception:
-                return defer.fail()
+        kw_log: Registrations | None = None
+        try:
+            if kw:
+                netKw, kw_log = self.serializeLogged(kw, perspective, message)
+        except Exception:
+            return defer.fail()
         # The hot path: a tuple of plain values needs no jelly machinery.
         netArgs = jellyFlatTuple(args) if self._fastJelly else None
-        args_log: Registrations = []
+        args_log: Registrations | None = None
         if netArgs is None:
             try:
                 netArgs, args_log = self.serializeLogged(args, perspective, message)
             except Exception:
                 self.rollback(kw_log)
                 return defer.fail()
+        if shared is not None and not args_log and not kw_log and self._specific == specific:
+            shared[key] = (netArgs, netKw, self.security)  # (holding what the id names)
+        return self._sendCall(
+            prefix, objectID, message, answerRequired, netArgs, netKw, args_log, kw_log, quiet
+        )
+
+    def _sendCall(
+        self, prefix: bytes, objectID: Any, message: bytes, answerRequired: int, netArgs: Any,
+        netKw: Any, args_log: Registrations | None, kw_log: Registrations | None, quiet: bool,
+    ) -> defer.Deferred[Any]:
         self.currentRequestID = requestID = self.currentRequestID + 1
         kind = b"message" if not prefix else prefix + b"message"
         try:

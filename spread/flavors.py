@@ -12,7 +12,7 @@ This module does not import ``spread.pb``: the broker it talks to arrives as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet import defer
@@ -192,13 +192,25 @@ class Copyable(Serializable):
         """Travel as ``[type name, state]``."""
         if jellier.invoker is None:
             return getInstanceState(self, jellier)
-        perspective = jellier.invoker.serializingPerspective
-        type_name = self.getTypeToCopyFor(perspective)
-        state = self.getStateToCopyFor(perspective)
+        kind = type(self)
+        if (
+            kind.getTypeToCopyFor is Copyable.getTypeToCopyFor
+            and kind.getStateToCopyFor is Copyable.getStateToCopyFor
+        ):
+            # The same copy for every perspective (so ``broadcast`` may share it).
+            type_name, state = self.getTypeToCopy(), self.getStateToCopy()
+        else:
+            perspective = jellier.invoker.serializingPerspective
+            type_name = self.getTypeToCopyFor(perspective)
+            state = self.getStateToCopyFor(perspective)
         state = _withVersions(jellier.invoker, self, state, type_name)
         sexp = jellier.prepare(self)
         sexp.extend([type_name, jellier.jelly(state)])
         return jellier.preserve(self, sexp)
+
+    # What it makes depends on the object, the dialect and (read through the broker,
+    # which counts the reads) the perspective: nothing else of the connection.
+    jellyFor.sameForEveryConnection = True  # type: ignore[attr-defined]
 
 
 class Cacheable(Copyable):
@@ -394,17 +406,60 @@ class RemoteCacheObserver:
     def callRemote(self, _name: str | bytes, *args: Any, **kw: Any) -> defer.Deferred[Any]:
         """Call ``observe_<_name>`` on the replica; always returns a Deferred."""
         name = _name.encode("utf-8") if isinstance(_name, str) else _name
+        return self._callShared(name, args, kw, None)
+
+    def _callShared(
+        self, name: bytes, args: tuple[Any, ...], kw: dict[str, Any],
+        shared: dict[Any, Any] | None,
+    ) -> defer.Deferred[Any]:
         broker = self.broker
         if broker.disconnected:
             return _quietDeadReference("the connection to this cache's replica has closed")
         cache_id = broker.cachedRemotelyAs(self.cached)
         if cache_id is None:
             return _quietDeadReference("the peer no longer holds a replica of this object")
-        return broker.sendRemoteCall(b"cache", self.perspective, cache_id, name, args, kw, True)
+        return broker.sendRemoteCall(
+            b"cache", self.perspective, cache_id, name, args, kw, True, shared
+        )
 
     def remoteMethod(self, key: str) -> RemoteCacheMethod:
         """A callable that does ``callRemote(key, ...)``."""
         return RemoteCacheMethod(key, self.broker, self.cached, self.perspective)
+
+
+def broadcast(
+    targets: Iterable[Any], _name: str | bytes, *args: Any, **kw: Any
+) -> list[defer.Deferred[Any]]:
+    """Make the same call on many peers: ``[t.callRemote(_name, *args, **kw) for t in targets]``,
+    with the arguments serialized once rather than once per target.
+
+    ``targets`` are a ``Cacheable``'s observers (``observe_<_name>`` runs on each replica)
+    or ``RemoteReference``s (``remote_<_name>``), on any number of connections. The
+    arguments are jellied once for all connections that can share the result (the same
+    broker class, security options and dialect) unless jelly made something specific to
+    one connection: a reference, a replica, or a copy whose ``getStateToCopyFor`` or
+    ``getTypeToCopyFor`` looks at the perspective. Those are jellied per target, exactly as
+    ``callRemote`` does. Every target sees the arguments as they were when ``broadcast``
+    began; a loop of ``callRemote`` would show it changes made between two targets.
+
+    Returns one Deferred per target, in order. A target whose connection has closed gets
+    a failed one (``DeadReferenceError``) instead of raising, so one gone peer does not
+    stop the others' calls; an observer's failures, as from ``callRemote``, are never
+    logged as unhandled.
+    """
+    name = _name.encode("utf-8") if isinstance(_name, str) else _name
+    shared: dict[Any, Any] = {}
+    calls: list[defer.Deferred[Any]] = []
+    for target in targets:
+        callShared = getattr(target, "_callShared", None)
+        try:
+            if callShared is None:  # someone else's proxy: its own callRemote
+                calls.append(target.callRemote(_name, *args, **kw))
+            else:
+                calls.append(callShared(name, args, kw, shared))
+        except Exception:
+            calls.append(defer.fail())
+    return calls
 
 
 class RemoteCacheMethod:
@@ -472,6 +527,7 @@ __all__ = [
     "Unjellyable",
     "ViewPoint",
     "Viewable",
+    "broadcast",
     "copyTags",
     "setCopierForClass",
     "setCopierForClassTree",
