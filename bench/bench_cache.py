@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_cache.py [--observers N] [--updates N] [--rounds N]
     .venv/bin/python bench/bench_cache.py --only spread,raw [--json]
+    .venv/bin/python bench/bench_cache.py --payload record --only spread,spread-broadcast,twisted
 
 For each implementation it starts a server process holding one ``Cacheable`` master and a client
 process that opens 50 connections, each receiving the master as a ``RemoteCache`` (50 observers).
@@ -18,6 +19,10 @@ The third implementation, ``raw``, is no PB at all: the server holds 50 Twisted
 ``task.coiterate`` loop; the client counts the strings until all 100,000 have arrived. That is
 the ceiling of this reactor and machine. It does less than PB does: a PB observer answers each
 update (``callRemote`` asks for an answer), the raw client answers none.
+
+``--payload record`` sends a ten-field dict in each update instead of its number, and
+``spread-broadcast`` is spread sending each update with ``pb.broadcast`` (serialized once for
+all 50 observers) rather than one ``callRemote`` per observer.
 """
 
 from __future__ import annotations
@@ -32,8 +37,23 @@ import threading
 import time
 from typing import Any
 
-PB_MODULES = {"spread": "spread.pb", "twisted": "twisted.spread.pb"}
-IMPLEMENTATIONS = (*PB_MODULES, "raw")
+PB_MODULES = {
+    "spread": "spread.pb", "twisted": "twisted.spread.pb", "spread-broadcast": "spread.pb",
+}
+IMPLEMENTATIONS = ("spread", "twisted", "raw", "spread-broadcast")
+DEFAULT_ONLY = "spread,twisted,raw"
+PAYLOADS = ("int", "record")
+
+
+def payload(kind: str, value: int) -> Any:
+    """What one update carries: the update's number, or a ten-field record holding it."""
+    if kind == "int":
+        return value
+    return {
+        "id": value, "name": "sensor-17", "site": "north", "reading": 21.5,
+        "limits": [10.0, 30.0], "ok": True, "unit": "C", "seq": value * 2,
+        "tags": ["a", "b", "c"], "note": None,
+    }  # fmt: skip
 WIRE_NAME = "bench_cache.Master"
 PROCESS_TIMEOUT = 300.0
 TARGET = 3.0  # issue 4: spread delivers at least 3x as many updates per second as Twisted
@@ -43,8 +63,9 @@ TARGET = 3.0  # issue 4: spread delivers at least 3x as many updates per second 
 # Server process:  bench_cache.py --serve IMPL
 
 
-def pb_factory(implementation: str) -> Any:
-    """A PB server whose root hands out one master and sends it updates on request."""
+def pb_factory(implementation: str, kind: str) -> Any:
+    """A PB server whose root hands out one master and sends it updates on request
+    (``spread-broadcast``: through ``pb.broadcast``, serializing each update once)."""
     from twisted.internet import task
 
     pb: Any = importlib.import_module(PB_MODULES[implementation])
@@ -78,9 +99,14 @@ def pb_factory(implementation: str) -> Any:
 
             def updates() -> Any:
                 for value in range(count):
-                    for observer in observers:
-                        # A replica that has gone away fails its update; expected here.
-                        observer.callRemote("update", value).addErrback(lambda failure: None)
+                    update = payload(kind, value)
+                    if implementation == "spread-broadcast":
+                        for call in pb.broadcast(observers, "update", update):
+                            call.addErrback(lambda failure: None)
+                    else:
+                        for observer in observers:
+                            # A replica that has gone away fails its update; expected here.
+                            observer.callRemote("update", update).addErrback(lambda f: None)
                     yield None
 
             return task.coiterate(updates()).addCallback(lambda _: len(observers))
@@ -124,12 +150,12 @@ def raw_factory() -> Any:
     return Factory.forProtocol(Observed)
 
 
-def serve(implementation: str) -> None:
+def serve(implementation: str, kind: str) -> None:
     """Hold one master; print ``PORT n``; send updates on request; stop when stdin closes."""
     from twisted.internet import reactor, stdio
     from twisted.internet.protocol import Protocol
 
-    factory = raw_factory() if implementation == "raw" else pb_factory(implementation)
+    factory = raw_factory() if implementation == "raw" else pb_factory(implementation, kind)
 
     class StopOnStdinClose(Protocol):
         def connectionLost(self, reason: Any = None) -> None:
@@ -161,7 +187,7 @@ def client(implementation: str, port: int, observers: int, updates: int) -> None
         def setCopyableState(self, state: Any) -> None:
             self.value = 0
 
-        def observe_update(self, value: int) -> None:
+        def observe_update(self, value: Any) -> None:
             self.value = value
             state["received"] += 1
             if state["received"] == expected:
@@ -277,10 +303,10 @@ def read_port(server: subprocess.Popen[str]) -> int:
     return int(line.split()[1])
 
 
-def measure(implementation: str, observers: int, updates: int) -> float:
+def measure(implementation: str, observers: int, updates: int, kind: str = "int") -> float:
     """One fresh server and client; updates delivered per second."""
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", implementation],
+        [sys.executable, __file__, "--serve", implementation, "--payload", kind],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -311,13 +337,19 @@ def main() -> None:
     parser.add_argument("--observers", type=int, default=50)
     parser.add_argument("--updates", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default=",".join(IMPLEMENTATIONS), help="comma-separated")
+    parser.add_argument(
+        "--only", default=DEFAULT_ONLY, help=f"comma-separated, of {','.join(IMPLEMENTATIONS)}"
+    )
+    parser.add_argument(
+        "--payload", choices=PAYLOADS, default="int",
+        help="what each update carries: its number, or a ten-field record (PB only)",
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     parser.add_argument("--serve", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.payload)
         return
     if args.client:
         implementation, port, observers, updates = args.client
@@ -334,25 +366,31 @@ def main() -> None:
             if name in errors:
                 continue
             try:
-                figure = measure(name, args.observers, args.updates)
+                figure = measure(name, args.observers, args.updates, args.payload)
             except Exception as problem:
                 errors[name] = str(problem) or type(problem).__name__
                 continue
             best[name] = max(best.get(name, 0.0), figure)
-    print(f"{args.observers} observers x {args.updates} updates, best of {args.rounds} rounds")
-    print(f"{'':10} {'updates/s':>12}")
+    print(
+        f"{args.observers} observers x {args.updates} updates ({args.payload}), "
+        f"best of {args.rounds} rounds"
+    )
+    print(f"{'':18} {'updates/s':>12}")
     for name in only:
-        print(f"{name:10} {best[name]:12,.0f}" if name in best else f"{name:10} {'n/a':>12}")
+        print(f"{name:18} {best[name]:12,.0f}" if name in best else f"{name:18} {'n/a':>12}")
     if "spread" in best and "twisted" in best:
         ratio = best["spread"] / best["twisted"]
         verdict = "met" if ratio >= TARGET else "NOT met"
         print(f"spread / twisted: {ratio:.2f}x (target >= {TARGET}x: {verdict})")
+    if "spread-broadcast" in best and "twisted" in best:
+        print(f"spread-broadcast / twisted: {best['spread-broadcast'] / best['twisted']:.2f}x")
     if "spread" in best and "raw" in best:
         print(f"spread / raw: {best['spread'] / best['raw']:.2f}x")
     for name, message in errors.items():
         print(f"{name} could not be measured: {message}")
     if args.json:
-        settings = {"observers": args.observers, "updates": args.updates, "rounds": args.rounds}
+        settings = {"observers": args.observers, "updates": args.updates, "rounds": args.rounds,
+                    "payload": args.payload}  # fmt: skip
         print(json.dumps({"settings": settings, "results": best, "errors": errors}, indent=2))
 
 
