@@ -9,9 +9,9 @@ process that opens 50 connections, each receiving the master as a ``RemoteCache`
 The client then asks the master for 2,000 updates; the master sends each one to every observer
 (``observer.callRemote("update", i)``), and the client counts ``observe_update`` calls until all
 100,000 have arrived. The figure is updates delivered per second, from the request to the last
-delivery. The implementations take turns for several rounds in fresh processes and each keeps its
-best figure, so a burst of load elsewhere spoils a sample rather than a column. Run by hand, never
-by the test suite.
+delivery. The implementations take turns for several rounds in fresh processes and each reports
+the median of its rounds, so a burst of load elsewhere moves one sample, not a whole column. Run
+by hand, never by the test suite.
 
 The third implementation, ``raw``, is no PB at all: the server holds 50 Twisted
 ``Int32StringReceiver`` connections (each subscribes with one small round trip) and, asked for
@@ -31,6 +31,7 @@ import argparse
 import importlib
 import json
 import queue
+import statistics
 import subprocess
 import sys
 import threading
@@ -359,7 +360,7 @@ def main() -> None:
     unknown = set(only) - set(IMPLEMENTATIONS)
     if unknown:
         parser.error(f"--only takes some of {','.join(IMPLEMENTATIONS)}, not {unknown}")
-    best: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
     errors: dict[str, str] = {}
     for _ in range(args.rounds):
         for name in only:
@@ -370,10 +371,11 @@ def main() -> None:
             except Exception as problem:
                 errors[name] = str(problem) or type(problem).__name__
                 continue
-            best[name] = max(best.get(name, 0.0), figure)
+            samples.setdefault(name, []).append(figure)
+    best = {name: statistics.median(figures) for name, figures in samples.items()}
     print(
         f"{args.observers} observers x {args.updates} updates ({args.payload}), "
-        f"best of {args.rounds} rounds"
+        f"median of {args.rounds} rounds"
     )
     print(f"{'':18} {'updates/s':>12}")
     for name in only:

@@ -25,9 +25,9 @@ connection is ready when it is connected and one small round trip is done (the a
 getRootObject); each call is one small string sent and its echo awaited. A raw echo has no
 login, so it is measured in ``root`` mode only.
 
-The implementations take turns for several rounds in fresh processes; each keeps its best
-figures. Needs N+100 file descriptors: each process raises its soft limit to the hard one
-(``ulimit -Hn``). Run by hand, never by the test suite.
+The implementations take turns for several rounds in fresh processes; each reports the median
+of its rounds, figure by figure. Needs N+100 file descriptors: each process raises its soft
+limit to the hard one (``ulimit -Hn``). Run by hand, never by the test suite.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import importlib
 import json
 import os
 import queue
+import statistics
 import subprocess
 import sys
 import threading
@@ -381,7 +382,7 @@ def main() -> None:
     if unknown:
         parser.error(f"--only takes some of {','.join(IMPLEMENTATIONS)}, not {unknown}")
     callers = args.connections if args.callers is None else min(args.callers, args.connections)
-    best: dict[tuple[str, str], list[float]] = {}
+    samples: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     errors: dict[tuple[str, str], str] = {}
     for _ in range(args.rounds):
         for mode in MODES:
@@ -393,14 +394,14 @@ def main() -> None:
                 except Exception as problem:
                     errors[(mode, name)] = str(problem) or type(problem).__name__
                     continue
-                old = best.get((mode, name))
-                best[(mode, name)] = list(figures) if old is None else [
-                    max(old[0], figures[0]), max(old[1], figures[1]), min(old[2], figures[2]),
-                    max(old[3], figures[3]),
-                ]
+                samples.setdefault((mode, name), []).append(figures)
+    best = {
+        key: [statistics.median(column) for column in zip(*rounds, strict=True)]
+        for key, rounds in samples.items()
+    }
     print(
         f"{args.connections} connections, {callers} of them making {args.calls} calls each, "
-        f"best of {args.rounds} rounds"
+        f"median of {args.rounds} rounds"
     )
     print(
         f"{'':16} {'connections/s':>14} {'calls/s':>10} {'server KiB/conn':>16} "

@@ -77,10 +77,16 @@ def pick(results: dict[str, Any], path: Callable[[dict[str, Any]], float]) -> Fi
     return found
 
 
-def rows(pb: Any, cache: Any, load: Any, sizes: dict[str, Any]) -> list[Row]:
-    """The table's rows from the three benchmarks' JSON (None for one that did not run)."""
+def rows(pb: Any, cache: Any, record: Any, load: Any, sizes: dict[str, Any]) -> list[Row]:
+    """The table's rows from the benchmarks' JSON (None for one that did not run)."""
     pb = pb or {}
     cache_results = (cache or {}).get("results", {})
+    record_results = (record or {}).get("results", {})
+    broadcast_results = {
+        name: record_results[source]
+        for name, source in (("twisted", "twisted"), ("spread", "spread-broadcast"))
+        if source in record_results
+    }
     cache_settings = (cache or {}).get("settings", {})
     load_results = (load or {}).get("results", {})
     load_settings = (load or {}).get("settings", {})
@@ -101,6 +107,10 @@ def rows(pb: Any, cache: Any, load: Any, sizes: dict[str, Any]) -> list[Row]:
         ("1 MB argument round trip, ms", pick(pb, lambda r: r["large_ms"]), True),
         (f"Cacheable updates to {observers} observers, updates/s",
          pick(cache_results, lambda r: float(r)), False),
+        ("the same, a ten-field record per update, updates/s",
+         pick(record_results, lambda r: float(r)), False),
+        ("the same, sent with pb.broadcast, updates/s",
+         pick(broadcast_results, lambda r: float(r)), False),
         (f"connections/s (root, {at_once} at once)", load_row("root", "connections_per_s"),
          False),
         (f"connections/s (login, {at_once} at once)", load_row("login", "connections_per_s"),
@@ -177,14 +187,16 @@ def main() -> None:
     for script, arguments in (
         ("bench_pb.py", given("duration", "rounds")),
         ("bench_cache.py", given("updates", "rounds")),
+        ("bench_cache.py", [*given("updates", "rounds"), "--payload=record",
+                            "--only=spread,spread-broadcast,twisted"]),
         ("bench_load.py", given("connections", "rounds")),
     ):
         results, problem = run(script, arguments, args.timeout)
         found.append(results)
         if problem:
             errors.append(problem)
-    pb, cache, load = found
-    table = rows(pb, cache, load, sizes)
+    pb, cache, record, load = found
+    table = rows(pb, cache, record, load, sizes)
     print(f"Benchmarks of {versions()}")
     print(f"Sizes: {', '.join(f'{k} {v}' for k, v in sizes.items()) or 'the defaults'}")
     print()
@@ -192,8 +204,8 @@ def main() -> None:
     print()
     print(
         "Ratios are how many times better spread is (above 1: spread is better); for the ms and "
-        "KiB rows, the other's figure over spread's. bench_pb.py reports the median of its "
-        "rounds, bench_cache.py and bench_load.py the best."
+        "KiB rows, the other's figure over spread's. Each figure is the median of its "
+        "rounds."
     )
     for problem in errors:
         print(f"- {problem}")
