@@ -22,7 +22,7 @@ from __future__ import annotations
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from spread._errors import Error
 
@@ -373,60 +373,65 @@ class ImportedCaches:
         self.entries.clear()
 
 
+class ReleaseOwner(Protocol):
+    """Who drains a ``ReleaseQueue``: the session, which sends the releases."""
+
+    def _scheduleFlush(self, flush: Callable[[], None]) -> None:
+        """Arrange for ``flush()`` to run soon on the connection's thread (thread-safe)."""
+
+    def _sendReleases(self, items: list[Any]) -> None:
+        """Send what the dead entries ``items`` owe the peer."""
+
+
 class ReleaseQueue:
     """Dead proxies waiting to be released, filled by finalizers, drained by the reactor.
 
-    ``put`` may run inside the garbage collector on any thread, so it only
-    appends to a deque (atomic) and asks ``schedule`` (thread-safe, e.g.
-    ``reactor.callFromThread``) for one drain per batch.
+    ``put`` (or calling the queue: it is the weak references' callback) may run inside the
+    garbage collector on any thread, so it only appends to a deque (atomic) and asks the
+    owner's ``_scheduleFlush`` (thread-safe, e.g. ``reactor.callFromThread``) for one drain
+    per batch. It holds its owner, not bound methods of it: fewer objects per connection.
     """
 
-    __slots__ = ("_drain", "_items", "_schedule", "_scheduled")
+    __slots__ = ("_items", "_owner", "_scheduled")
 
-    def __init__(
-        self,
-        schedule: Callable[[Callable[[], None]], object],
-        drain: Callable[[list[Any]], None],
-    ) -> None:
+    def __init__(self, owner: ReleaseOwner) -> None:
         self._items: deque[Any] | None = None  # made on the first release: many never have one
         self._scheduled = False
-        self._schedule = schedule
-        self._drain = drain
+        self._owner: ReleaseOwner | None = owner
 
     def put(self, item: Any) -> None:
         """Queue one dead entry; schedule a drain unless one is already due."""
         if self._items is None:
             self._items = deque()
         self._items.append(item)
-        if not self._scheduled:
+        if not self._scheduled and self._owner is not None:
             self._scheduled = True
             try:
-                self._schedule(self.flush)
+                self._owner._scheduleFlush(self.flush)
             except Exception:
                 # At interpreter shutdown there may be no reactor left; a later
                 # flush (or the connection closing) settles the debt.
                 self._scheduled = False
 
+    __call__ = put
+
     def flush(self) -> None:
-        """Hand everything queued so far to the drain callback (reactor thread only)."""
+        """Hand everything queued so far to the owner (reactor thread only)."""
         self._scheduled = False
         items: list[Any] = []
         queued = self._items
         while queued:
             items.append(queued.popleft())
-        if items:
-            self._drain(items)
+        if items and self._owner is not None:
+            self._owner._sendReleases(items)
 
     def close(self) -> None:
-        """Forget what is queued and the callbacks (they hold the session: a cycle otherwise)."""
+        """Forget what is queued and the owner (it holds the queue: a cycle otherwise)."""
         self._items = None
         self._scheduled = True  # never schedule again
-        self._schedule = _ignore
-        self._drain = _ignore
+        self._owner = None
 
     def __len__(self) -> int:
         return len(self._items) if self._items is not None else 0
 
 
-def _ignore(_: object) -> None:
-    """A callback for a closed queue."""

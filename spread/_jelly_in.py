@@ -73,6 +73,11 @@ Handler = Callable[[list[Any]], Any]
 Precreator = Callable[[list[Any], int], Any]
 
 
+def _RELEASED(sexp: list[Any]) -> Any:  # a sentinel that is also a Handler
+    """The text form of a released unjellier, until it is needed again (see release)."""
+    raise AssertionError("a released unjellier's text form was called")
+
+
 class Unjellier:
     """The state of one ``unjelly()`` call, handed to ``unjellyFor(unjellier, jellyList)``.
 
@@ -105,6 +110,18 @@ class Unjellier:
         self._depth = 0
         # What hashing tuple keys may cost (only charged once references are shared).
         self._keys = keys.KeyGuard(self._refs)
+
+    def release(self) -> None:
+        """Drop the dispatch caches, which hold bound methods of this unjellier.
+
+        They make a reference cycle; broken here (``unjelly`` does it when done), the
+        unjellier is freed at once rather than left for the cyclic garbage collector, whose
+        full passes are what thousands of connections pay for every such cycle. A released
+        unjellier still works, rebuilding its caches if it is used again.
+        """
+        self._handlers = {}
+        self._precreators = {}
+        self._textForm = _RELEASED
 
     # -- the interface unjellyFor methods use ---------------------------------------------
 
@@ -219,6 +236,8 @@ class Unjellier:
         if factory is not None:
             return partial(self._deeper, _NESTED_COST, self._fromFactory, factory)
         if tag == b"unicode":
+            if self._textForm is _RELEASED:
+                self._textForm = self._unicode
             return self._textForm
         leaf = _LEAVES.get(tag)
         if leaf is not None:

@@ -142,7 +142,7 @@ class ObjectTables:
 
     @cached_property
     def _releases(self) -> ReleaseQueue:
-        return ReleaseQueue(self._scheduleFlush, self._sendReleases)
+        return ReleaseQueue(self)
 
     @cached_property
     def _exports(self) -> ExportedObjects:
@@ -150,7 +150,7 @@ class ObjectTables:
 
     @cached_property
     def _imports(self) -> ImportedReferences[RemoteReference]:
-        return ImportedReferences(self._releases.put)
+        return ImportedReferences(self._releases)
 
     @cached_property
     def _cacheExports(self) -> ExportedCaches:
@@ -158,7 +158,7 @@ class ObjectTables:
 
     @cached_property
     def _cacheImports(self) -> ImportedCaches:
-        return ImportedCaches(self._releases.put)
+        return ImportedCaches(self._releases)
 
     @cached_property
     def _releaseCallbacks(self) -> dict[Any, list[Callable[[], object]]]:

@@ -54,6 +54,7 @@ _log = Logger()
 
 PROTOCOL_VERSION = 6
 _EMPTY_KW: list[Any] = [b"dictionary"]  # read-only: banana never mutates what it sends
+_IntSet = set[int]  # (made once: a subscript in a hot path builds a new alias each time)
 _STALE = "Calling Stale Broker"
 _NONE: frozenset[int] = frozenset()
 
@@ -89,6 +90,25 @@ class SessionState(enum.Enum):
     """Calls may flow both ways."""
     CLOSED = "closed"
     """The connection is gone; every call fails with ``DeadReferenceError``."""
+
+
+def _sessionsForm(method: str) -> Callable[[Any, list[Any]], object]:
+    """A form read by the session's ``method``, the session being the unjellier's invoker:
+    one function for every connection, where bound methods would be five objects each."""
+
+    def form(unjellier: Any, jellyList: list[Any]) -> object:
+        return getattr(unjellier.invoker, method)(unjellier, jellyList)
+
+    return form
+
+
+_PROTOCOL_FORMS = {
+    b"remote": _sessionsForm("_unjellyRemote"),
+    b"local": _sessionsForm("_unjellyLocal"),
+    b"cached": _sessionsForm("_unjellyCached"),
+    b"lcache": _sessionsForm("_unjellyLCache"),
+    COPYABLE_FAILURE: _sessionsForm("_unjellyFailure"),
+}
 
 
 class PBSession(ObjectTables):
@@ -152,13 +172,7 @@ class PBSession(ObjectTables):
         """
         forms = self._protocolForms
         if forms is None:
-            forms = self._protocolForms = {
-                b"remote": self._unjellyRemote,
-                b"local": self._unjellyLocal,
-                b"cached": self._unjellyCached,
-                b"lcache": self._unjellyLCache,
-                COPYABLE_FAILURE: self._unjellyFailure,
-            }
+            forms = self._protocolForms = dict(_PROTOCOL_FORMS)
         return forms
 
     @protocolUnjellyables.setter
@@ -381,7 +395,7 @@ class PBSession(ObjectTables):
             return  # answered already, or never asked: the answer crossed the cancel
         if not self._cancelled:
             self._cancelled = set()
-        cast(set[int], self._cancelled).add(cast(int, requestID))
+        cast(_IntSet, self._cancelled).add(cast(int, requestID))
         running.cancel()
 
     def proto_ping(self) -> None:
@@ -399,7 +413,7 @@ class PBSession(ObjectTables):
         if self.waitingForAnswers.pop(requestID, None) is None:
             return
         if self._quietRequests:
-            cast(set[int], self._quietRequests).discard(requestID)
+            cast(_IntSet, self._quietRequests).discard(requestID)
         if self.spreadDialect and self.state is SessionState.READY:
             try:
                 self.sendEncoded([b"cancel", requestID])
@@ -463,7 +477,7 @@ class PBSession(ObjectTables):
             _log.info("ignoring answer to unknown request {id!r}", id=requestID)
             return None
         if self._quietRequests:
-            cast(set[int], self._quietRequests).discard(requestID)
+            cast(_IntSet, self._quietRequests).discard(requestID)
         return d
 
     def proto_decref(self, objectID: object) -> None:
@@ -584,13 +598,13 @@ class PBSession(ObjectTables):
         if quiet:
             if not self._quietRequests:
                 self._quietRequests = set()
-            cast(set[int], self._quietRequests).add(requestID)
+            cast(_IntSet, self._quietRequests).add(requestID)
         return d
 
     def _sendAnswer(self, netResult: Any, requestID: int, exported: Registrations) -> None:
         if self._cancelled and requestID in self._cancelled:
             # (answered despite the cancel: still sent)
-            cast(set[int], self._cancelled).discard(requestID)
+            cast(_IntSet, self._cancelled).discard(requestID)
         try:
             self.sendEncoded([b"answer", requestID, netResult])
         except Exception:
@@ -599,7 +613,7 @@ class PBSession(ObjectTables):
 
     def _sendFailureOrError(self, fail: Failure, requestID: int) -> None:
         if self._cancelled and requestID in self._cancelled:
-            cast(set[int], self._cancelled).discard(requestID)
+            cast(_IntSet, self._cancelled).discard(requestID)
             if isFailureOf(fail, defer.CancelledError):
                 return  # the caller cancelled it: nobody waits for this
         self._logCallFailure(fail)

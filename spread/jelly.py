@@ -120,7 +120,11 @@ def unjelly(
             return value
     if taster is None:
         taster = globalSecurity
-    return Unjellier(taster, persistentLoad, invoker, maxDepth).unjellyRoot(sexp)
+    unjellier = Unjellier(taster, persistentLoad, invoker, maxDepth)
+    try:
+        return unjellier.unjellyRoot(sexp)
+    finally:
+        unjellier.release()
 
 
 def _builtinForms(taster: Any, invoker: Any) -> Callable[[bytes], bool]:

@@ -115,10 +115,15 @@ def test_a_replica_state_outlives_its_object_until_uncache() -> None:
     assert table.replica(3) is None
 
 
+class Owner:
+    def __init__(self, schedule: Any, drain: Any) -> None:
+        self._scheduleFlush, self._sendReleases = schedule, drain
+
+
 def test_release_queue_schedules_one_drain_per_batch() -> None:
     scheduled: list[Any] = []
     drained: list[list[Any]] = []
-    queue = ReleaseQueue(scheduled.append, drained.append)
+    queue = ReleaseQueue(Owner(scheduled.append, drained.append))
     queue.put("a")
     queue.put("b")
     assert len(scheduled) == 1 and len(queue) == 2
@@ -133,7 +138,7 @@ def test_release_queue_survives_a_scheduler_that_is_gone() -> None:
         raise RuntimeError("no reactor at shutdown")
 
     drained: list[list[Any]] = []
-    queue = ReleaseQueue(gone, drained.append)
+    queue = ReleaseQueue(Owner(gone, drained.append))
     queue.put("a")
     queue.flush()
     assert drained == [["a"]]
