@@ -59,6 +59,12 @@ class Broker(PBSession, PagingMixin, Banana):
     keepaliveTimeout: float | None = None
     """Seconds a pinged peer has to send anything before it is dropped (None: the interval)."""
     _keepalive: Keepalive | None = None
+    # Where a connection starts (class attributes: set on the instance when they change).
+    _flow = _NOT_WATCHING  # until connectionReady
+    _backlog: deque[Any] | None = None  # decoded messages waiting for the peer to read
+    _messageTimer: Any = None  # while a message is half received
+    _loginTimer: Any = None  # while a login server waits for this peer to log in
+    _limitsAfterLogin: Any = None
 
     def __init__(
         self,
@@ -73,11 +79,6 @@ class Broker(PBSession, PagingMixin, Banana):
         PBSession.__init__(self, security, maxBrokerRefs=maxBrokerRefs, limits=limits)
         PagingMixin.__init__(self)
         self._reactor = reactor
-        self._flow = _NOT_WATCHING  # until connectionReady
-        self._backlog: deque[Any] | None = None  # decoded messages waiting for the peer to read
-        self._messageTimer: Any = None  # while a message is half received
-        self._loginTimer: Any = None  # while a login server waits for this peer to log in
-        self._limitsAfterLogin: Any = None
 
     # -- the session's hooks, on Twisted ----------------------------------------------------
 

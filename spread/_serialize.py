@@ -45,7 +45,7 @@ from spread._quote import quote
 from spread._remote import RemoteReference
 from spread.flavors import RemoteCacheObserver
 from spread.jelly import InsecureJelly, jelly, unjelly
-from spread.limits import Limits
+from spread.limits import DEFAULT_LIMITS, Limits
 
 _log = Logger()
 
@@ -108,6 +108,13 @@ class ObjectTables:
     to the peer. It sends only through ``sendEncoded``, which the session provides."""
 
     unserializingPerspective: Any = None
+    currentRequestID = 0
+    _refLimits = (DEFAULT_LIMITS.maxBrokerRefs, DEFAULT_LIMITS.maxCachedObjects)
+    _maxImportedCaches = DEFAULT_LIMITS.maxImportedCaches
+    # Where registerReference and friends record what they export while a message is being
+    # jellied; None outside any message. See serializeLogged.
+    _registrationLog: Registrations | None = None
+    _placeholderClasses: set[type] | None = None  # see placeholderSent
     _serializing: Any = None  # the perspective being jellied for (serializingPerspective)
     _specific = 0
     """How many times jelly made something that may differ from one connection to another:
@@ -122,13 +129,9 @@ class ObjectTables:
 
     def __init__(self, security: Any, limits: Limits) -> None:
         self.security = security
-        self.currentRequestID = 0
-        self._refLimits = (limits.maxBrokerRefs, limits.maxCachedObjects)
-        self._maxImportedCaches = limits.maxImportedCaches
-        # Where registerReference and friends record what they export while a message is
-        # being jellied; None outside any message. See serializeLogged.
-        self._registrationLog: Registrations | None = None
-        self._placeholderClasses: set[type] | None = None  # see placeholderSent
+        if limits is not DEFAULT_LIMITS:  # (the class attributes hold the defaults' figures)
+            self._refLimits = (limits.maxBrokerRefs, limits.maxCachedObjects)
+            self._maxImportedCaches = limits.maxImportedCaches
         self._fastJelly, self._fastUnjelly = self._probeFastPaths()
 
     # The tables are made on first use. Most connections of a large server never export a

@@ -129,6 +129,18 @@ class PBSession(ObjectTables):
     """Seconds each call of ours may wait for its answer (None: for ever); past it the call
     fails with ``TimeoutError`` and, in the spread dialect, the callee is cancelled. Set it
     with the factories' ``callTimeout=``."""
+    # Where a session starts (class attributes: set on the instance when they change).
+    state = SessionState.NEGOTIATING
+    _send: Callable[[object], None] | None = None
+    _schedule: Callable[[Callable[[], None]], object] | None = None
+    _drop: Callable[[], None] | None = None
+    _runningCalls = 0  # incoming calls whose answer is not ready yet
+    # Request ids the caller cancelled (no answer is sent), and those of our calls that are
+    # a master's updates: usually none, so one shared empty set until the first.
+    _cancelled: set[int] | frozenset[int] = _NONE
+    _quietRequests: set[int] | frozenset[int] = _NONE
+    _protocolForms: dict[bytes, Callable[[Any, list[Any]], object]] | None = None
+
     spreadDialect = False
     """True when both sides chose the ``spread`` dialect (both are spread): then a
     cancelled call is cancelled in the callee too, and ``Versioned`` copies carry their
@@ -147,22 +159,18 @@ class PBSession(ObjectTables):
         if maxBrokerRefs is None and type(self).maxBrokerRefs != MAX_BROKER_REFS:
             maxBrokerRefs = type(self).maxBrokerRefs  # a subclass's own default
         self.limits = withBrokerRefs(limits, maxBrokerRefs)
-        self._send = send
-        self._schedule = schedule
-        self._drop = drop
-        self.state = SessionState.NEGOTIATING
-        self._runningCalls = 0  # incoming calls whose answer is not ready yet
+        if send is not None:
+            self._send = send
+        if schedule is not None:
+            self._schedule = schedule
+        if drop is not None:
+            self._drop = drop
         self._answering: dict[int, defer.Deferred[Any]] = {}  # those calls, by request id
-        # Request ids the caller cancelled (no answer is sent), and those of our calls that
-        # are a master's updates: usually none, so one shared empty set until the first.
-        self._cancelled: set[int] | frozenset[int] = _NONE
         self.disconnects: list[Callable[[], object]] = []
         self.failures: list[Callable[[], object]] = []
         self.connects: list[Callable[[], object]] | None = []
         self.waitingForAnswers: dict[int, defer.Deferred[Any]] = {}
-        self._quietRequests: set[int] | frozenset[int] = _NONE
         ObjectTables.__init__(self, security, self.limits)
-        self._protocolForms: dict[bytes, Callable[[Any, list[Any]], object]] | None = None
 
     @property
     def protocolUnjellyables(self) -> dict[bytes, Callable[[Any, list[Any]], object]]:

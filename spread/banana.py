@@ -166,18 +166,21 @@ class Banana(protocol.Protocol):
     # Dialects in which the vocabulary above is used.
     _vocabularyDialects: ClassVar[frozenset[bytes]] = frozenset({b"pb"})
 
+    # Where a connection starts; set on the instance when they change. (Class attributes
+    # rather than a dozen assignments in __init__: a busy server makes thousands of these.)
+    _dialect: bytes | None = None
+    _dropped = False
+    _direct = False  # whether sendEncoded writes through (see makeConnection)
+    _outbox: list[bytes] | None = None  # while a batch is collected (_beginBatch)
+    _watchWrites = False  # whether sendEncoded reports sizes to _written
+    _outboxSize = 0
+    _syncedLimits: Limits | None = None  # what the codec was last given
+    _syncedPrefix = -1
+
     def __init__(self, isClient: bool = True) -> None:
         self.isClient = isClient
-        self._dialect: bytes | None = None
         self._encoder = Encoder()
         self._decoder = Decoder()
-        self._dropped = False
-        self._direct = False  # whether sendEncoded writes through (see makeConnection)
-        self._outbox: list[bytes] | None = None  # while a batch is collected (_beginBatch)
-        self._watchWrites = False  # whether sendEncoded reports sizes to _written
-        self._outboxSize = 0
-        self._syncedLimits: Limits | None = None  # what the codec was last given
-        self._syncedPrefix = -1
 
     @property
     def currentDialect(self) -> bytes | None:
