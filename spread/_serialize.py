@@ -18,8 +18,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable
-from functools import cached_property
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast, overload
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -54,6 +53,7 @@ _MAX_PLACEHOLDER_WARNINGS = 100  # classes warned about per connection, at most
 _REMOTE = b"remote"
 _CACHE = b"cache"
 Registrations = list[tuple[bytes, int]]
+T = TypeVar("T")
 
 
 def _puid(obj: Any) -> Any:
@@ -102,6 +102,30 @@ _PROBED: weakref.WeakKeyDictionary[Any, dict[type, tuple[bool, bool]]] = (
 )
 
 
+class _perConnection(Generic[T]):  # noqa: N801 - used as a decorator, like property
+    """A per-connection table made on first use and kept in the instance's ``__dict__``.
+
+    ``functools.cached_property`` without its lock (on Python 3.11 every first access takes
+    it): a connection's tables are only touched from its reactor thread.
+    """
+
+    def __init__(self, make: Callable[[Any], T]) -> None:
+        self._make = make
+        self._name = make.__name__
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> _perConnection[T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type) -> T: ...
+
+    def __get__(self, instance: object, owner: type) -> T | _perConnection[T]:
+        if instance is None:
+            return self
+        value = instance.__dict__[self._name] = self._make(instance)
+        return value
+
+
 class ObjectTables:
     """The invoker half of a PB session (see module docstring): the four reference tables,
     the registration logs that let an unsent message be taken back, and the releases owed
@@ -139,31 +163,31 @@ class ObjectTables:
     # one more the garbage collector walks on each full collection: at thousands of
     # connections that walk is most of what accepting one more costs.
 
-    @cached_property
+    @_perConnection
     def _ids(self) -> IdCounter:
         return IdCounter()
 
-    @cached_property
+    @_perConnection
     def _releases(self) -> ReleaseQueue:
         return ReleaseQueue(self)
 
-    @cached_property
+    @_perConnection
     def _exports(self) -> ExportedObjects:
         return ExportedObjects(self._ids, self._refLimits[0])
 
-    @cached_property
+    @_perConnection
     def _imports(self) -> ImportedReferences[RemoteReference]:
         return ImportedReferences(self._releases)
 
-    @cached_property
+    @_perConnection
     def _cacheExports(self) -> ExportedCaches:
         return ExportedCaches(self._ids, self._refLimits[1])
 
-    @cached_property
+    @_perConnection
     def _cacheImports(self) -> ImportedCaches:
         return ImportedCaches(self._releases)
 
-    @cached_property
+    @_perConnection
     def _releaseCallbacks(self) -> dict[Any, list[Callable[[], object]]]:
         return {}
 
@@ -323,12 +347,15 @@ class ObjectTables:
         out once per pair, not for every connection.
         """
         try:
-            known = _PROBED.setdefault(self.security, {})
+            known = _PROBED.get(self.security)
+            if known is None:
+                known = _PROBED.setdefault(self.security, {})
         except TypeError:  # security options that cannot be weakly referenced: probe each time
             return self._probe()
-        if type(self) not in known:
-            known[type(self)] = self._probe()
-        return known[type(self)]
+        found = known.get(type(self))
+        if found is None:
+            found = known[type(self)] = self._probe()
+        return found
 
     def _probe(self) -> tuple[bool, bool]:
         sample = (1, 1.5, b"b", "s", None)
