@@ -365,11 +365,7 @@ class PBSession(ObjectTables):
             finally:
                 self._registrationLog = outer
         except Exception:
-            self.rollback(exported)
-            fail = currentFailure()
-            self._logCallFailure(fail)
-            if answerRequired:
-                self._sendError(fail, requestID)
+            self._callRaised(exported, requestID, answerRequired)
             return
         if isinstance(netResult, defer.Deferred):
             if not netResult.called:
@@ -386,6 +382,16 @@ class PBSession(ObjectTables):
                 netResult.addErrback(self._logCallFailure)
         elif answerRequired:
             self._sendAnswer(netResult, requestID, exported)
+
+    def _callRaised(self, exported: Registrations, requestID: int, answerRequired: object) -> None:
+        # The failure lives in this frame, not in _recvMessage's: that frame is in its
+        # traceback, and a local there holding the failure would make a reference cycle,
+        # leaving every failed call's frames to the cyclic garbage collector.
+        self.rollback(exported)
+        fail = currentFailure()
+        self._logCallFailure(fail)
+        if answerRequired:
+            self._sendError(fail, requestID)
 
     def _callFinished(self, result: object, requestID: int) -> object:
         self._runningCalls -= 1

@@ -42,11 +42,16 @@ class LocalAsRemote:
         try:
             result = getattr(self, "async_" + name)(*args, **kw)
         except Exception:
-            failure = currentFailure()
-            if self.reportAllTracebacks:
-                failure.printTraceback()  # type: ignore[no-untyped-call]
-            return defer.fail(failure)
+            return self._failed()
         return defer.succeed(result)
+
+    def _failed(self) -> defer.Deferred[Any]:
+        # Not in callRemote: its frame is in the traceback, and the failure held there
+        # would make a reference cycle.
+        failure = currentFailure()
+        if self.reportAllTracebacks:
+            failure.printTraceback()  # type: ignore[no-untyped-call]
+        return defer.fail(failure)
 
     def remoteMethod(self, name: str) -> LocalMethod:
         """A callable that does ``callRemote(name, ...)``."""

@@ -167,3 +167,38 @@ def test_a_login_leaves_no_cycles_to_collect() -> None:
 
     leftovers = cyclic_garbage(login)
     assert [o for o in leftovers if "spread" in type(o).__module__] == [], leftovers[:20]
+
+
+class Failing(pb.Root):
+    def remote_fail(self) -> None:
+        raise pb.Error("refused")
+
+
+def test_a_failed_call_leaves_no_cycles_to_collect() -> None:
+    # Twisted's broker leaves none either: a failure held by a frame of its own traceback
+    # would keep every frame of the failed call for the cyclic collector.
+    loop = Loop(Failing())
+    root = loop.root()
+
+    def fail() -> None:
+        outcome = loop.result(root.callRemote("fail"))
+        assert outcome.check(pb.Error)
+
+    assert cyclic_garbage(fail) == []
+
+
+def test_a_local_as_remote_failure_leaves_no_cycles_to_collect() -> None:
+    from spread.util import LocalAsRemote
+
+    class Local(LocalAsRemote):
+        reportAllTracebacks = False
+
+        def async_fail(self) -> None:
+            raise ValueError("no")
+
+    local = Local()
+
+    def fail() -> None:
+        local.callRemote("fail").addErrback(lambda failure: None)
+
+    assert cyclic_garbage(fail) == []
