@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import queue
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
+
+from _common import RawClient, RawOpening, read_port, stop
 
 PB_MODULES = {
     "spread": "spread.pb", "twisted": "twisted.spread.pb", "spread-broadcast": "spread.pb",
@@ -221,29 +221,15 @@ def client(implementation: str, port: int, observers: int, updates: int) -> None
 
 def raw_client(port: int, observers: int, updates: int) -> None:
     """The raw fan-out's client: ``observers`` subscribed connections counting update strings."""
-    from collections import deque
 
     from twisted.internet import defer, task
-    from twisted.internet.protocol import ClientFactory
-    from twisted.protocols.basic import Int32StringReceiver
 
     expected = observers * updates
     state = {"received": 0}
     done: defer.Deferred[None] = defer.Deferred()
 
-    class Replica(Int32StringReceiver):
-        factory: Opening
-
-        def connectionMade(self) -> None:
-            self.waiting: deque[defer.Deferred[bytes]] = deque()
-            self.value = b""
-            self.factory.ready.callback(self)
-
-        def request(self, data: bytes) -> defer.Deferred[bytes]:
-            answer: defer.Deferred[bytes] = defer.Deferred()
-            self.waiting.append(answer)
-            self.sendString(data)
-            return answer
+    class Replica(RawClient):
+        value = b""
 
         def stringReceived(self, string: bytes) -> None:
             if string.startswith(b"update "):
@@ -252,16 +238,10 @@ def raw_client(port: int, observers: int, updates: int) -> None:
                 if state["received"] == expected:
                     done.callback(None)
             else:
-                self.waiting.popleft().callback(string)
+                super().stringReceived(string)
 
-    class Opening(ClientFactory):
+    class Opening(RawOpening):
         protocol = Replica
-
-        def __init__(self) -> None:
-            self.ready: defer.Deferred[Replica] = defer.Deferred()
-
-        def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
-            self.ready.errback(reason)
 
     async def run(reactor: Any) -> None:
         replicas: list[Replica] = []
@@ -289,21 +269,6 @@ def raw_client(port: int, observers: int, updates: int) -> None:
 # The run: one server process and one client process per implementation and round
 
 
-def read_port(server: subprocess.Popen[str]) -> int:
-    """The server's ``PORT n`` line, waited for at most PROCESS_TIMEOUT seconds."""
-    lines: queue.Queue[str] = queue.Queue()
-    assert server.stdout is not None
-    stdout = server.stdout
-    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-    try:
-        line = lines.get(timeout=PROCESS_TIMEOUT)
-    except queue.Empty:
-        raise RuntimeError("the server did not start") from None
-    if not line.startswith("PORT "):
-        raise RuntimeError(f"the server did not start: {line.strip() or 'no output'}")
-    return int(line.split()[1])
-
-
 def measure(implementation: str, observers: int, updates: int, kind: str = "int") -> float:
     """One fresh server and client; updates delivered per second."""
     server = subprocess.Popen(
@@ -313,7 +278,7 @@ def measure(implementation: str, observers: int, updates: int, kind: str = "int"
         text=True,
     )
     try:
-        port = read_port(server)
+        port = read_port(server, PROCESS_TIMEOUT)
         done = subprocess.run(
             [sys.executable, __file__, "--client", implementation, str(port),
              str(observers), str(updates)],
@@ -324,13 +289,7 @@ def measure(implementation: str, observers: int, updates: int, kind: str = "int"
         line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
         return float(line.split()[1])
     finally:
-        if server.stdin is not None:
-            server.stdin.close()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, 10)
 
 
 def main() -> None:

@@ -33,7 +33,6 @@ limit to the hard one (``ulimit -Hn``). Run by hand, never by the test suite.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import os
@@ -45,6 +44,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import IO, Any
+
+from _common import RawOpening, stop
 
 IMPLEMENTATIONS = ("spread", "twisted", "raw")
 PB_MODULES = {"spread": "spread.pb", "twisted": "twisted.spread.pb"}
@@ -179,39 +180,10 @@ def pb_opener(implementation: str, port: int, mode: str) -> Opener:
 def raw_opener(port: int) -> Opener:
     """Opens an Int32StringReceiver connection, ready after one round trip; a call is one small
     string echoed."""
-    from collections import deque
 
-    from twisted.internet import defer
-    from twisted.internet.protocol import ClientFactory
-    from twisted.protocols.basic import Int32StringReceiver
-
-    class Client(Int32StringReceiver):
-        factory: Opening
-
-        def connectionMade(self) -> None:
-            self.waiting: deque[defer.Deferred[bytes]] = deque()
-            self.factory.ready.callback(self)
-
-        def request(self, data: bytes) -> defer.Deferred[bytes]:
-            answer: defer.Deferred[bytes] = defer.Deferred()
-            self.waiting.append(answer)
-            self.sendString(data)
-            return answer
-
-        def stringReceived(self, string: bytes) -> None:
-            self.waiting.popleft().callback(string)
-
-    class Opening(ClientFactory):
-        protocol = Client
-
-        def __init__(self) -> None:
-            self.ready: defer.Deferred[Client] = defer.Deferred()
-
-        def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
-            self.ready.errback(reason)
 
     async def one(reactor: Any) -> Connection:
-        opening = Opening()
+        opening = RawOpening()
         reactor.connectTCP("127.0.0.1", port, opening, timeout=120)
         client = await opening.ready
         await client.request(SMALL_RAW_MESSAGE)  # one round trip, as getRootObject makes
@@ -285,18 +257,6 @@ class Lines:
         if not words or words[0] != expected:
             raise RuntimeError(f"expected {expected}, got {line.strip() or 'end of output'!r}")
         return words
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    """Close the child's stdin (it stops at EOF); kill it if it does not stop within 30 s."""
-    if process.stdin is not None:
-        with contextlib.suppress(OSError):  # a child that has died has a broken pipe
-            process.stdin.close()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def parse_mem(words: list[str]) -> tuple[int, float]:

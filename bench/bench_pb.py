@@ -28,14 +28,14 @@ import argparse
 import importlib
 import json
 import os
-import queue
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from _common import RawClient, read_port, stop
 
 IMPLEMENTATIONS = ("spread", "twisted", "raw")
 VARIANTS = ("spread-queued",)  # spread with write-through off: only Twisted's public write path
@@ -170,23 +170,9 @@ class RawEchoClient:
 
     @staticmethod
     def protocol() -> Any:
-        from twisted.internet import defer
-        from twisted.protocols.basic import Int32StringReceiver
 
-        class Client(Int32StringReceiver):
+        class Client(RawClient):
             MAX_LENGTH = RAW_MAX_LENGTH
-
-            def connectionMade(self) -> None:
-                self.waiting: list[defer.Deferred[bytes]] = []
-
-            def request(self, data: bytes) -> defer.Deferred[bytes]:
-                answer: defer.Deferred[bytes] = defer.Deferred()
-                self.waiting.append(answer)
-                self.sendString(data)
-                return answer
-
-            def stringReceived(self, string: bytes) -> None:
-                self.waiting.pop(0).callback(string)
 
         return Client()
 
@@ -244,7 +230,7 @@ def bench(implementation: str, duration: float) -> dict[str, float]:
         text=True,
     )
     try:
-        port = read_port(server)
+        port = read_port(server, PROCESS_TIMEOUT)
         client = subprocess.run(
             [sys.executable, script, "--client", implementation, str(port), str(duration)],
             capture_output=True,
@@ -256,29 +242,7 @@ def bench(implementation: str, duration: float) -> dict[str, float]:
         results: dict[str, float] = json.loads(client.stdout.splitlines()[-1])
         return results
     finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        try:
-            server.wait(PROCESS_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def read_port(server: subprocess.Popen[str]) -> int:
-    lines: queue.Queue[str] = queue.Queue()
-    assert server.stdout is not None
-    stdout = server.stdout
-    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-    try:
-        line = lines.get(timeout=PROCESS_TIMEOUT)
-    except queue.Empty:
-        raise RuntimeError("the server did not start") from None
-    if not line.startswith("PORT "):
-        assert server.stderr is not None
-        server.wait(PROCESS_TIMEOUT)
-        raise RuntimeError(server.stderr.read().strip().splitlines()[-1:] or "server failed")
-    return int(line.split()[1])
+        stop(server, PROCESS_TIMEOUT)
 
 
 def ratio(
