@@ -176,6 +176,8 @@ class Banana(protocol.Protocol):
     _outboxSize = 0
     _syncedLimits: Limits | None = None  # what the codec was last given
     _syncedPrefix = -1
+    _wroteThrough = False  # whether a message sent outside any read went straight out since the
+    # last read (see sendEncoded)
 
     def __init__(self, isClient: bool = True) -> None:
         self.isClient = isClient
@@ -220,7 +222,13 @@ class Banana(protocol.Protocol):
             self._written(len(data))
         outbox = self._outbox
         if outbox is None:
-            if self._direct:
+            # Outside a read (a timer, a cooperator, another thread's call): the first message
+            # since the last read goes straight out; the rest join Twisted's queue, which the
+            # reactor writes in one send when this turn ends. A master updating its replicas
+            # many times a turn then sends one segment per turn, not one per update, and
+            # nothing waits in a buffer of ours: a loseConnection() right after still sends it.
+            if self._direct and not self._wroteThrough:
+                self._wroteThrough = True
                 writeThrough(self.transport, data)
             else:
                 transport: Any = self.transport
@@ -303,6 +311,7 @@ class Banana(protocol.Protocol):
         """Decode what arrived and deliver it; malformed bytes drop this connection."""
         if self._dropped:
             return
+        self._wroteThrough = False
         if self.limits is not self._syncedLimits or self.prefixLimit != self._syncedPrefix:
             self._syncLimits()
         decoder = self._decoder

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from support import wait_until
 from twisted.internet import defer, endpoints, reactor
 from twisted.internet.testing import StringTransport
 
@@ -20,6 +21,12 @@ class Sizer(pb.Root):
 
     def remote_echo(self, value: object) -> object:
         return value
+
+    def remote_note(self, value: object) -> None:
+        noted.append(value)
+
+
+noted: list[object] = []
 
 
 async def connected(factory: pb.PBClientFactory) -> tuple[Any, Any]:
@@ -96,3 +103,60 @@ def test_a_twisted_release_it_was_not_verified_on_takes_the_public_path(
     monkeypatch.setattr(writethrough, "_VERIFIED", False)
     assert not canWriteThrough(plain)
     assert writethrough._release("27.1.0.dev0") > writethrough.VERIFIED_TWISTED[1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_sent_outside_a_read_leave_in_two_sends_not_one_each() -> None:
+    # A master updating its replicas from a timer or a cooperator sends many messages in one
+    # reactor turn: the first goes straight out, the rest join Twisted's queue and leave in
+    # one send at the end of the turn (one send each made every update its own segment).
+    factory = pb.PBClientFactory()
+    port, root = await connected(factory)
+    try:
+        broker: Any = root.broker
+        if not broker._direct:
+            pytest.skip("write-through is off on this Twisted release")
+        transport = broker.transport
+        sends: list[int] = []
+        original = transport.writeSomeData
+
+        def counting(data: Any) -> Any:
+            sends.append(len(data))
+            return original(data)
+
+        transport.writeSomeData = counting
+        burst: defer.Deferred[list[Any]] = defer.Deferred()
+
+        def fire() -> None:  # from the reactor, outside any read of this connection
+            calls = [root.callRemote("echo", n) for n in range(30)]
+            defer.gatherResults(calls).chainDeferred(burst)
+
+        reactor.callLater(0, fire)
+        assert await burst == list(range(30))
+        assert len(sends) <= 2, sends
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_sent_outside_a_read_survive_an_immediate_lose_connection() -> None:
+    # What waits for the end of the turn waits in Twisted's own queue, which loseConnection()
+    # flushes before closing: nothing is held in a buffer of ours.
+    factory = pb.PBClientFactory()
+    port, root = await connected(factory)
+    try:
+        noted.clear()
+        lost: defer.Deferred[None] = defer.Deferred()
+        root.broker.notifyOnDisconnect(lambda: lost.callback(None))
+
+        def fire() -> None:
+            for n in range(10):
+                root.callRemote("note", n, pbanswer=False)
+            root.broker.transport.loseConnection()
+
+        reactor.callLater(0, fire)
+        await lost
+        await wait_until(lambda: len(noted) >= 10)  # the server reads what came before the close
+        assert noted == list(range(10))
+    finally:
+        await port.stopListening()
