@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from functools import partial
 from typing import Any, cast
 
 from twisted.internet import defer
@@ -90,6 +89,26 @@ class SessionState(enum.Enum):
     """Calls may flow both ways."""
     CLOSED = "closed"
     """The connection is gone; every call fails with ``DeadReferenceError``."""
+
+
+class _Answer(defer.Deferred[Any]):
+    """The Deferred of one of our calls. It carries its session and request id for its
+    canceller, rather than a closure made for each call: a call waiting for its answer is
+    then two objects for the garbage collector, not four. (Named ``Deferred`` below, so that
+    its repr is Twisted's.)"""
+
+    __slots__ = ("requestID", "session")
+
+    requestID: int
+    session: PBSession
+
+
+_Answer.__name__ = _Answer.__qualname__ = "Deferred"
+
+
+def _cancelAnswer(d: defer.Deferred[Any]) -> None:
+    answer = cast(_Answer, d)
+    answer.session._cancelRequest(answer.requestID, answer)
 
 
 def _sessionsForm(method: str) -> Callable[[Any, list[Any]], object]:
@@ -603,7 +622,8 @@ class PBSession(ObjectTables):
             return quietFailure(e)
         if not answerRequired:
             return defer.succeed(None)
-        d: defer.Deferred[Any] = defer.Deferred(partial(self._cancelRequest, requestID))
+        d = _Answer(_cancelAnswer)
+        d.session, d.requestID = self, requestID
         self.waitingForAnswers[requestID] = d
         if self.callTimeout is not None and not quiet:
             clock = self._timeoutClock()

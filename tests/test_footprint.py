@@ -202,3 +202,18 @@ def test_a_local_as_remote_failure_leaves_no_cycles_to_collect() -> None:
         local.callRemote("fail").addErrback(lambda failure: None)
 
     assert cyclic_garbage(fail) == []
+
+
+def test_a_call_waiting_for_its_answer_holds_two_objects() -> None:
+    # Its Deferred and that Deferred's callback list; the canceller needs no closure per call.
+    loop = Loop(Service())
+    root = loop.root()
+    gc.collect()
+    before = len(gc.get_objects())
+    waiting = [root.callRemote("add", n, 1) for n in range(200)]
+    gc.collect()
+    per_call = (len(gc.get_objects()) - before - 1) / len(waiting)  # (- the list itself)
+    assert per_call <= 2.1, per_call
+    loop.pump.flush()
+    assert [loop.result(d) for d in waiting] == [n + 1 for n in range(200)]
+    waiting[0].cancel()  # (answered already: nothing to cancel, nothing breaks)
