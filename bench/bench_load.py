@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_load.py [--connections 1000] [--calls 10] [--rounds 2]
     .venv/bin/python bench/bench_load.py --connections 10000 --callers 1000 --rounds 1
+    .venv/bin/python bench/bench_load.py --connections 3000 --wave 20 --client-with spread
     .venv/bin/python bench/bench_load.py --only spread,raw [--json]
 
 For each implementation and each mode (``root``: getRootObject then calls; ``login``: a
@@ -18,6 +19,11 @@ It reports:
   they connected. On one machine the client, which opens every connection with Twisted's own
   TCP code, is often the slower process and sets connections/s for every implementation
   alike; this figure is the server's own cost of accepting, whatever the client's speed.
+
+How the server is paced changes what it costs: connections arriving a thousand at a time are
+accepted in bigger batches than twenty at a time. ``--wave N`` opens them N at a time, each
+wave awaited, and ``--client-with spread`` (or ``twisted``) uses one PB client against every
+server, so that two servers are compared under the same client and the same pacing.
 
 The third implementation, ``raw``, is no PB at all: Twisted ``Int32StringReceiver`` protocols
 that echo each string back, on the same reactor (the ceiling of this reactor and machine). A
@@ -194,13 +200,18 @@ def raw_opener(port: int) -> Opener:
 
 
 def client(
-    implementation: str, port: int, mode: str, connections: int, calls: int, callers: int
+    implementation: str, port: int, mode: str, connections: int, calls: int, callers: int,
+    wave: int, client_with: str,
 ) -> None:
-    """Connect ``connections`` clients at once; time connecting, then ``callers`` of them
-    calling; print RESULT."""
+    """Connect ``connections`` clients (all at once, or ``wave`` at a time); time connecting,
+    then ``callers`` of them calling; print RESULT. ``client_with`` names the PB client to
+    use against this server (``-``: the server's own)."""
     from twisted.internet import defer, task
 
-    one = raw_opener(port) if implementation == "raw" else pb_opener(implementation, port, mode)
+    if implementation == "raw":
+        one = raw_opener(port)
+    else:
+        one = pb_opener(implementation if client_with == "-" else client_with, port, mode)
 
     async def calling(call: Callable[[int], Any]) -> None:
         for n in range(calls):
@@ -208,9 +219,12 @@ def client(
 
     async def run(reactor: Any) -> None:
         started = time.perf_counter()
-        opened: list[Connection] = await defer.gatherResults(
-            [defer.ensureDeferred(one(reactor)) for _ in range(connections)]
-        )
+        opened: list[Connection] = []
+        size = wave or connections
+        for first in range(0, connections, size):
+            opened += await defer.gatherResults(
+                [defer.ensureDeferred(one(reactor)) for _ in range(min(size, connections - first))]
+            )
         connected = time.perf_counter()
         print("CONNECTED", flush=True)
         sys.stdin.readline()  # the parent reads the server's memory now
@@ -265,7 +279,8 @@ def parse_mem(words: list[str]) -> tuple[int, float]:
 
 
 def measure(
-    implementation: str, mode: str, connections: int, calls: int, callers: int
+    implementation: str, mode: str, connections: int, calls: int, callers: int,
+    wave: int = 0, client_with: str = "-",
 ) -> tuple[float, float, float, float]:
     """One fresh server and client: (connections/s, calls/s, server KiB per connection,
     connections per second of the server's CPU time)."""
@@ -283,7 +298,7 @@ def measure(
         port = root_port if mode == "root" else login_port
         load = subprocess.Popen(
             [sys.executable, __file__, "--client", implementation, port, mode,
-             str(connections), str(calls), str(callers)],
+             str(connections), str(calls), str(callers), str(wave), client_with],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
         assert load.stdin is not None and load.stdout is not None
@@ -327,15 +342,26 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(IMPLEMENTATIONS), help="comma-separated")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     parser.add_argument("--serve", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
-    parser.add_argument("--client", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--wave", type=int, default=0,
+        help="open the connections this many at a time, each wave awaited (default: all at once)",
+    )
+    parser.add_argument(
+        "--client-with", choices=tuple(PB_MODULES), default="-",
+        help="use this PB client against every PB server (default: each server's own)",
+    )
+    parser.add_argument("--client", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     raise_fd_limit()
     if args.serve:
         serve(args.serve)
         return
     if args.client:
-        implementation, port, mode, connections, calls, callers = args.client
-        client(implementation, int(port), mode, int(connections), int(calls), int(callers))
+        implementation, port, mode, connections, calls, callers, wave, client_with = args.client
+        client(
+            implementation, int(port), mode, int(connections), int(calls), int(callers),
+            int(wave), client_with,
+        )
         return
     only = args.only.split(",")
     unknown = set(only) - set(IMPLEMENTATIONS)
@@ -350,7 +376,10 @@ def main() -> None:
                 if mode not in modes_of(name) or (mode, name) in errors:
                     continue
                 try:
-                    figures = measure(name, mode, args.connections, args.calls, callers)
+                    figures = measure(
+                        name, mode, args.connections, args.calls, callers, args.wave,
+                        args.client_with,
+                    )
                 except Exception as problem:
                     errors[(mode, name)] = str(problem) or type(problem).__name__
                     continue
@@ -359,9 +388,13 @@ def main() -> None:
         key: [statistics.median(column) for column in zip(*rounds, strict=True)]
         for key, rounds in samples.items()
     }
+    pattern = f"in waves of {args.wave}" if args.wave else "at once"
+    clients = "each server's own client" if args.client_with == "-" else (
+        f"the {args.client_with} client against every server"
+    )
     print(
-        f"{args.connections} connections, {callers} of them making {args.calls} calls each, "
-        f"median of {args.rounds} rounds"
+        f"{args.connections} connections ({pattern}; {clients}), {callers} of them making "
+        f"{args.calls} calls each, median of {args.rounds} rounds"
     )
     print(
         f"{'':16} {'connections/s':>14} {'calls/s':>10} {'server KiB/conn':>16} "
