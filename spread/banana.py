@@ -314,23 +314,38 @@ class Banana(protocol.Protocol):
         self._wroteThrough = False
         if self.limits is not self._syncedLimits or self.prefixLimit != self._syncedPrefix:
             self._syncLimits()
-        decoder = self._decoder
+        if self._dialect is None:
+            self._receiveFirst(data)
+        else:
+            self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         try:
-            if self._dialect is None:
-                # The first expression picks the dialect, which may change how the
-                # bytes after it decode: take it alone, then continue.
-                first = decoder.feed(data, max_expressions=1)
-                if not first:
-                    return
-                self._negotiate(first[0])
-                if self._dialect is None:
-                    return
-                data = b""
-            expressions = decoder.feed(data)
+            expressions = self._decoder.feed(data)
         except BananaError as e:
             self._dropPeer(f"peer sent malformed banana: {e}")
             return
         self._deliver(expressions)
+
+    def _receiveFirst(self, data: bytes) -> None:
+        """Negotiate, then go on with the bytes after the offer, all in one batch: a client's
+        choice of dialect and the version message it then sends leave in one write."""
+        batch = self._beginBatch()
+        try:
+            # The first expression picks the dialect, which may change how the bytes after
+            # it decode: take it alone, then continue.
+            try:
+                first = self._decoder.feed(data, max_expressions=1)
+            except BananaError as e:
+                self._dropPeer(f"peer sent malformed banana: {e}")
+                return
+            if first:
+                self._negotiate(first[0])
+                if self._dialect is not None:
+                    self._receive(b"")
+        finally:
+            if batch:
+                self._endBatch()
 
     def _deliver(self, expressions: list[Any]) -> None:
         """Hand each decoded expression to ``expressionReceived``, in order, as one batch."""

@@ -56,6 +56,30 @@ def test_answers_to_one_read_leave_in_one_write() -> None:
     assert transport.value().count(b"\x1b\x87") >= 50  # fifty answers in it ("answer" symbol)
 
 
+def test_a_client_sends_its_dialect_and_version_in_one_write() -> None:
+    client = pb.PBClientFactory().buildProtocol(None)
+    transport = CountingTransport()
+    client.makeConnection(transport)
+    client.dataReceived(encode([b"pb", b"none"]))
+    assert transport.writes == 1  # as from Twisted, which queues both for one send
+    assert transport.value() == encode(b"pb") + Encoder(PB_VOCABULARY).encode([b"version", 6])
+
+
+def test_a_server_answers_a_dialect_choice_and_the_calls_after_it_in_one_write() -> None:
+    broker = pb.PBServerFactory(Echo()).buildProtocol(None)
+    transport = CountingTransport()
+    broker.makeConnection(transport)
+    encoder = Encoder(PB_VOCABULARY)
+    calls = b"".join(
+        encoder.encode([b"message", n, b"root", b"echo", 1, [b"tuple", n], [b"dictionary"]])
+        for n in range(1, 6)
+    )
+    before = transport.writes
+    broker.dataReceived(encode(b"pb") + encoder.encode([b"version", 6]) + calls)
+    assert transport.writes == before + 1  # the version and five answers
+    assert transport.value().count(b"\x1b\x87") == 5
+
+
 def test_a_batch_larger_than_the_queue_limit_is_written_as_it_grows() -> None:
     broker, transport, calls = connected([b"x" * 40_000] * 10)
     before = transport.writes
