@@ -123,10 +123,31 @@ clamp_limit(PyObject *limit, long long *value)
 /* ------------------------------------------------------------------------------------------ */
 /* encoding                                                                                     */
 
+/* The bytes are written into a scratch buffer, but a large message is never one large
+ * scratch buffer: glibc serves allocations past its mmap threshold (128 KiB and up) with
+ * fresh pages, so a buffer grown to a megabyte faulted in every one of its pages again for
+ * every message, which cost ten times the copying itself. Instead a buffer is closed once it
+ * holds CHUNK_SIZE bytes and a new one begun, byte strings of BY_REFERENCE bytes or more are
+ * not copied at all, and the result is assembled once, at its exact size, from the list of
+ * spans: the parts of the buffers and the long strings, in order. A message that fits the
+ * first buffer (nearly every message) has no spans and is copied out of it as before. */
+#define CHUNK_SIZE (64 * 1024)
+#define BY_REFERENCE (4 * 1024)
+
+typedef struct {
+    const char *data;
+    Py_ssize_t len;
+} Span;
+
 typedef struct {
     char *data;
     Py_ssize_t len;
     Py_ssize_t cap;
+    Py_ssize_t mark;    /* data[:mark] is already among the spans: no realloc may move it */
+    Span *spans;        /* what the result is made of, when it is not just data[:len] */
+    Py_ssize_t nspans, spans_cap;
+    char **closed;      /* closed buffers, which spans point into: freed at the end */
+    Py_ssize_t nclosed, closed_cap;
     PyObject *symbols;  /* dict: bytes -> whole token (bytes) */
     long long size_limit; /* each clamped (clamp_limit) */
     long long prefix_limit;
@@ -135,31 +156,127 @@ typedef struct {
     char inline_buf[1024];
 } Out;
 
+/* Grow *array (of *cap items of size item) to hold one more than *count; -1 with MemoryError. */
+static int
+grow_array(void **array, Py_ssize_t *cap, Py_ssize_t count, size_t item)
+{
+    if (count < *cap)
+        return 0;
+    Py_ssize_t more = *cap ? *cap * 2 : 16;
+    void *grown = PyMem_Realloc(*array, (size_t)more * item);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *array = grown;
+    *cap = more;
+    return 0;
+}
+
+static int
+push_span(Out *out, const char *data, Py_ssize_t len)
+{
+    if (len == 0)
+        return 0;
+    if (grow_array((void **)&out->spans, &out->spans_cap, out->nspans, sizeof(Span)) < 0)
+        return -1;
+    out->spans[out->nspans].data = data;
+    out->spans[out->nspans].len = len;
+    out->nspans++;
+    return 0;
+}
+
+/* List what the buffer holds past the mark as a span (it stays where it is). */
+static int
+span_buffer(Out *out)
+{
+    if (push_span(out, out->data + out->mark, out->len - out->mark) < 0)
+        return -1;
+    out->mark = out->len;
+    return 0;
+}
+
 static int
 out_reserve(Out *out, Py_ssize_t extra)
 {
     Py_ssize_t need = out->len + extra;
     if (need <= out->cap)
         return 0;
-    Py_ssize_t cap = out->cap * 2;
-    if (cap < need)
-        cap = need;
     char *data;
-    if (out->data == out->inline_buf) {
-        data = PyMem_Malloc(cap);
-        if (data != NULL)
-            memcpy(data, out->inline_buf, out->len);
+    Py_ssize_t cap;
+    if (out->mark == 0 && out->cap < CHUNK_SIZE) {
+        /* Nothing points into this buffer yet: grow it. */
+        cap = out->cap * 2;
+        if (cap < need)
+            cap = need;
+        if (out->data == out->inline_buf) {
+            data = PyMem_Malloc(cap);
+            if (data != NULL)
+                memcpy(data, out->inline_buf, out->len);
+        }
+        else {
+            data = PyMem_Realloc(out->data, cap);
+        }
+        if (data == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        out->data = data;
+        out->cap = cap;
+        return 0;
     }
-    else {
-        data = PyMem_Realloc(out->data, cap);
+    /* Close this buffer (its bytes become a span) and start a new one. */
+    if (span_buffer(out) < 0)
+        return -1;
+    if (out->data != out->inline_buf) {
+        if (grow_array((void **)&out->closed, &out->closed_cap, out->nclosed, sizeof(char *)) < 0)
+            return -1;
+        out->closed[out->nclosed++] = out->data;
+        out->data = out->inline_buf; /* owned by the list now, whatever happens next */
     }
+    cap = extra > CHUNK_SIZE ? extra : CHUNK_SIZE;
+    data = PyMem_Malloc(cap);
     if (data == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     out->data = data;
     out->cap = cap;
+    out->len = out->mark = 0;
     return 0;
+}
+
+/* The bytes written, as one bytes object: at its exact size, copied once. */
+static PyObject *
+out_result(Out *out)
+{
+    if (out->nspans == 0)
+        return PyBytes_FromStringAndSize(out->data, out->len);
+    if (span_buffer(out) < 0)
+        return NULL;
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < out->nspans; i++)
+        total += out->spans[i].len;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL)
+        return NULL;
+    char *p = PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < out->nspans; i++) {
+        memcpy(p, out->spans[i].data, out->spans[i].len);
+        p += out->spans[i].len;
+    }
+    return result;
+}
+
+static void
+out_free(Out *out)
+{
+    if (out->data != out->inline_buf)
+        PyMem_Free(out->data);
+    for (Py_ssize_t i = 0; i < out->nclosed; i++)
+        PyMem_Free(out->closed[i]);
+    PyMem_Free(out->closed);
+    PyMem_Free(out->spans);
 }
 
 /* Append a header (base-128 digits, least significant first) and its type byte. */
@@ -234,7 +351,11 @@ encode_bytes(Out *out, PyObject *obj)
     Py_ssize_t n = PyBytes_GET_SIZE(obj);
     if (n > out->size_limit)
         return 0;
-    if (put_header(out, (unsigned long long)n, T_STRING) < 0 || out_reserve(out, n) < 0)
+    if (put_header(out, (unsigned long long)n, T_STRING) < 0)
+        return -1;
+    if (n >= BY_REFERENCE) /* not copied here: see Out (no user code runs that could free it) */
+        return span_buffer(out) < 0 || push_span(out, PyBytes_AS_STRING(obj), n) < 0 ? -1 : 1;
+    if (out_reserve(out, n) < 0)
         return -1;
     memcpy(out->data + out->len, PyBytes_AS_STRING(obj), n);
     out->len += n;
@@ -316,17 +437,20 @@ speedups_encode(PyObject *module, PyObject *args)
         return taken == -1 ? Py_NewRef(Py_None) : NULL;
     out.depth_cap = depth_cap();
     out.data = out.inline_buf;
-    out.len = 0;
+    out.len = out.mark = 0;
     out.cap = sizeof(out.inline_buf);
+    out.spans = NULL;
+    out.nspans = out.spans_cap = 0;
+    out.closed = NULL;
+    out.nclosed = out.closed_cap = 0;
     out.symbols = symbols;
     int done = encode_value(&out, obj, 0);
     PyObject *result = NULL;
     if (done > 0)
-        result = PyBytes_FromStringAndSize(out.data, out.len);
+        result = out_result(&out);
     else if (done == 0)
         result = Py_NewRef(Py_None);
-    if (out.data != out.inline_buf)
-        PyMem_Free(out.data);
+    out_free(&out);
     return result;
 }
 

@@ -207,6 +207,31 @@ def test_encoder_matches_python_on_deep_nesting(
         assert outcome(run) == fast
 
 
+# Strings from 4 KiB are not copied into C's scratch buffer, which is closed and a new one
+# begun every 64 KiB: sizes and mixes around both edges.
+large_parts = st.lists(
+    st.one_of(
+        st.sampled_from([4095, 4096, 4097, 70_000, 600_000]).map(lambda n: os.urandom(n)),
+        st.binary(max_size=200),
+        st.integers(-(2**40), 2**40),
+        st.lists(st.binary(max_size=3000), max_size=30),
+    ),
+    max_size=60,
+)
+
+
+@needs_c
+@settings(deadline=None, max_examples=60)
+@given(large_parts, st.integers(0, 400), st.booleans())
+def test_encoder_matches_python_on_large_messages(parts: list[Any], padding: int, pb: bool) -> None:
+    value = [b"pad" * padding, *parts, [b"x" * 900] * padding]  # up to ~360 KB of small ones
+    symbols = Encoder(PB_VOCABULARY if pb else None)._symbols
+    fast = speedups.encode(value, symbols, 640 * 1024, 64, 100)
+    assert fast is not None  # C took it: large messages are not handed to Python
+    with pure_python():
+        assert Encoder(PB_VOCABULARY if pb else None).encode(value) == fast
+
+
 @needs_c
 def test_encoder_hands_unusual_values_to_python() -> None:
     # A subclass, an int too large for 63 bits, a value banana cannot carry at all.
