@@ -68,8 +68,20 @@ def writeThrough(transport: Any, data: bytes) -> None:
         # (A pull producer, such as a pager, is asked for more only from the queue's drain.)
         transport.write(data)
         return
+    # writeSomeData sends at most SEND_LIMIT (128 KiB) a call. A large message is offered
+    # piece by piece while the kernel takes it, so it is not copied into the queue, and its
+    # rest is queued (copied once) only when the socket is full.
+    size = len(data)
     sent = transport.writeSomeData(data)
     if isinstance(sent, Exception):
         transport.write(data)  # the reactor's next turn meets the same error and closes
-    elif sent < len(data):
+        return
+    if sent < size and sent:
+        view = memoryview(data)
+        while sent < size:
+            more = transport.writeSomeData(view[sent:])
+            if isinstance(more, Exception) or not more:
+                break  # the queue's turn meets the same error, or waits for room
+            sent += more
+    if sent < size:
         transport.write(data[sent:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -161,3 +162,57 @@ async def test_messages_sent_outside_a_read_survive_an_immediate_lose_connection
         assert noted == list(range(10))
     finally:
         await port.stopListening()
+
+
+class Socketlike:
+    """What writeThrough reads of a TCP transport, with a socket that takes ``room`` bytes,
+    at most 128 KiB a call (Twisted's SEND_LIMIT), then fails with ``error`` if one is set."""
+
+    TLS = connected = True
+    disconnecting = _writeDisconnecting = False
+    producer = None
+    streamingProducer = False
+    offset = 0
+
+    def __init__(self, room: int, error: Exception | None = None) -> None:
+        self.room, self.error = room, error
+        self.dataBuffer = b""
+        self._tempDataBuffer: list[bytes] = []
+        self.TLS = False
+        self.sent = bytearray()
+        self.queued: list[bytes] = []
+
+    def writeSomeData(self, data: Any) -> int | Exception:
+        if not self.room and self.error is not None:
+            return self.error
+        taken = bytes(data[: min(self.room, 128 * 1024)])
+        self.room -= len(taken)
+        self.sent += taken
+        return len(taken)
+
+    def write(self, data: bytes) -> None:
+        assert type(data) is bytes
+        self.queued.append(data)
+
+
+def test_a_large_message_goes_out_whole_while_the_socket_takes_it() -> None:
+    data = os.urandom(1_000_000)
+    transport = Socketlike(room=10_000_000)
+    writethrough.writeThrough(transport, data)
+    assert transport.sent == data
+    assert transport.queued == []  # nothing copied into the queue
+
+
+def test_what_the_socket_cannot_take_is_queued_in_order() -> None:
+    data = os.urandom(1_000_000)
+    transport = Socketlike(room=300_000)
+    writethrough.writeThrough(transport, data)
+    assert bytes(transport.sent) + b"".join(transport.queued) == data
+    assert len(transport.queued) == 1
+
+
+def test_an_error_midway_leaves_the_rest_for_the_queue_to_meet() -> None:
+    data = os.urandom(500_000)
+    transport = Socketlike(room=200_000, error=ConnectionResetError())
+    writethrough.writeThrough(transport, data)
+    assert bytes(transport.sent) + b"".join(transport.queued) == data
