@@ -4,8 +4,11 @@ A peer can send calls whose answers are much larger than the calls (67 KB of cal
 answers) and never read them. Pausing the socket's reading is not enough: every call already
 decoded from the last read would still run and queue its answer. So ``FlowControl``, registered
 as the socket's streaming producer, tells the broker when the transport's buffer passes
-``Limits.maxQueuedOutput``; the broker then stops *dispatching* (what is decoded waits in a
-backlog) as well as reading, and resumes both when the peer has read enough.
+``Limits.maxQueuedOutput``. From then on, the first call from the peer stops *dispatching* (it
+and everything decoded after it wait in a backlog, in order) as well as reading, and both
+resume when the peer has read enough. Until such a call comes, reading goes on: answers make no
+output, and a peer that is itself waiting for us to read (a client that sent large calls, whose
+answers fill our queue) must not wait for ever for us while we wait for it.
 
 A peer that stays behind is dropped: after ``Limits.writeTimeout`` seconds without draining,
 or once more than ``Limits.maxBufferedOutput`` bytes have been written while it was behind
@@ -40,8 +43,8 @@ class FlowControl:
     """
 
     __slots__ = (
-        "_timer", "attached", "bufferedWhilePaused", "clock", "limits", "owner", "paused",
-        "reader",
+        "_timer", "attached", "bufferedWhilePaused", "clock", "holding", "limits", "owner",
+        "paused", "reader",
     )
 
     def __init__(self, transport: Any, limits: Limits, clock: Any, owner: FlowOwner) -> None:
@@ -51,6 +54,7 @@ class FlowControl:
         self.owner: FlowOwner = owner
         self.attached = False
         self.paused = False
+        self.holding = False  # whether the socket's reading is paused (see holdInput)
         self.bufferedWhilePaused = 0
         self._timer: Any = None
 
@@ -79,7 +83,7 @@ class FlowControl:
         if self.paused:
             self.paused = False
             self.owner._watchOutput(False)
-            self.reader.resumeProducing()
+            self._release()
             self.owner._drainBacklog()
 
     def close(self) -> None:
@@ -89,13 +93,23 @@ class FlowControl:
         self.clock = None
 
     def pauseProducing(self) -> None:
-        """The transport's buffer is full: stop reading and start the write timeout."""
+        """The transport's buffer is full: hold the peer's calls and start the write timeout."""
         self.paused = True
         self.bufferedWhilePaused = 0
         self.owner._watchOutput(True)
-        self.reader.pauseProducing()
         if self._timer is None and self.clock is not None:
             self._timer = self.clock.callLater(self.limits.writeTimeout, self._timedOut)
+
+    def holdInput(self) -> None:
+        """A call from the peer waits for it to read: read nothing more until then."""
+        if self.paused and not self.holding:
+            self.holding = True
+            self.reader.pauseProducing()
+
+    def _release(self) -> None:
+        if self.holding:
+            self.holding = False
+            self.reader.resumeProducing()
 
     def resumeProducing(self) -> None:
         """The peer read enough: run what waited, then read again (unless that filled us up)."""
@@ -108,9 +122,8 @@ class FlowControl:
             return
         self.paused = False
         self.owner._watchOutput(False)
+        self._release()  # reads come on later turns; a call left waiting holds them again
         self.owner._drainBacklog()
-        if not self.paused:
-            self.reader.resumeProducing()
 
     def stopProducing(self) -> None:
         """The connection is closing."""

@@ -183,8 +183,8 @@ class Broker(PBSession, PagingMixin, Banana):
     # -- backpressure (see spread._flow) -------------------------------------------------
 
     def _deliver(self, expressions: list[Any]) -> None:
-        """Dispatch what one read decoded, but none of it while the peer is not reading;
-        then watch for a message left half received."""
+        """Dispatch what one read decoded, but no call of the peer's (nor what follows it)
+        while the peer is not reading; then watch for a message left half received."""
         if self._backlog:
             self._backlog.extend(expressions)
             self._drainBacklog()
@@ -205,8 +205,9 @@ class Broker(PBSession, PagingMixin, Banana):
         batch = self._beginBatch()
         try:
             for index, expression in enumerate(expressions):
-                if flow.paused:
+                if flow.paused and _isCall(expression):
                     self._backlog = deque(expressions[index:])  # waits for resumeProducing
+                    flow.holdInput()
                     return
                 if self._dropped or getattr(self.transport, "disconnecting", False):
                     return  # someone dropped the connection; do not act on what followed
@@ -219,9 +220,12 @@ class Broker(PBSession, PagingMixin, Banana):
         backlog, flow = self._backlog, self._flow
         batch = self._beginBatch()
         try:
-            while backlog and not flow.paused and not self._dropped:
+            while backlog and not self._dropped:
                 if getattr(self.transport, "disconnecting", False):
                     backlog.clear()  # someone dropped the connection; ignore what followed
+                    return
+                if flow.paused and _isCall(backlog[0]):
+                    flow.holdInput()
                     return
                 self.expressionReceived(backlog.popleft())
         finally:
@@ -275,3 +279,14 @@ class Broker(PBSession, PagingMixin, Banana):
         self._dropPeer(
             f"the peer did not log in within {self.limits.loginTimeout} s (Limits.loginTimeout)"
         )
+
+
+_CALLS = frozenset((b"message", b"cachemessage"))
+
+
+def _isCall(expression: object) -> bool:
+    """Whether ``expression`` is a call from the peer, which makes output (its answer)."""
+    if type(expression) is not list or not expression:
+        return False
+    kind = expression[0]
+    return type(kind) is bytes and kind in _CALLS

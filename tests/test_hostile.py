@@ -429,6 +429,22 @@ async def test_calls_whose_answers_are_not_read_stop_running(servers: Any) -> No
     await still_serves(server)
 
 
+@pytest_twisted.ensureDeferred
+async def test_two_peers_with_full_queues_do_not_wait_on_each_other(servers: Any) -> None:
+    # The client's large calls fill its queue, so it is "not read"; their answers fill the
+    # server's. Each holding back until the other reads would stall both until writeTimeout
+    # dropped them: answers are read while our own output waits, only the peer's calls wait.
+    limits = LIMITS.replace(
+        maxPendingCalls=100, maxMessageSize=BIG, maxQueuedOutput=16 * 1024, writeTimeout=30
+    )
+    server = await servers(limits)
+    root = await server.client(limits)
+    payloads = [bytes([n]) * 200_000 for n in range(60)]  # 12 MB each way, fired at once
+    answers = defer.gatherResults([root.callRemote("echo", p) for p in payloads])
+    assert await answers.addTimeout(60, reactor) == payloads
+    await still_serves(server)
+
+
 async def _first_broker(server: Server) -> pb.Broker:
     await wait_until(lambda: server.brokers and server.brokers[0].currentDialect)
     return server.brokers[0]
