@@ -10,7 +10,9 @@ For each implementation it starts an echo server in one process and a client in 
 - bursts: 10, 200 and 2,000 calls fired at once and awaited together
   (``gatherResults``), again and again, calls per second;
 - 1 MB: the median round trip of ``echo`` with a ~1 MiB argument (16 distinct 64 KiB byte
-  strings, since PB refuses a single string over 640 KiB), in milliseconds.
+  strings, since PB refuses a single string over 640 KiB), in milliseconds;
+- 1 MB bursts: ten such calls fired at once and awaited together, calls per second. Both
+  sides' write queues fill, so this is the pattern where backpressure could stall.
 
 ``--only spread-queued,...`` adds spread with write-through off (Twisted's public write path
 only), to weigh what write-through gains.
@@ -45,6 +47,7 @@ WINDOW = 200  # outstanding calls in the pipelined measurement
 LARGE_CHUNKS = 16
 LARGE_CHUNK_SIZE = 64 * 1024
 LARGE_ROUND_TRIPS = 7
+LARGE_BURST = 10  # 1 MB calls fired at once: both sides' queues fill (backpressure)
 RAW_MAX_LENGTH = 64 * 1024 * 1024  # Int32StringReceiver's default (99,999) is below 1 MiB
 SMALL_RAW_MESSAGE = b"\x00" * 40  # about the size of a PB echo(42) call on the wire
 PROCESS_TIMEOUT = 120.0
@@ -204,6 +207,7 @@ async def measure(reactor: Any, implementation: str, port: int, duration: float)
         "pipelined": await pipelined(small, duration),
         **{f"burst{size}": await bursts(small, duration, size) for size in BURSTS},
         "large_ms": await median_ms(large, LARGE_ROUND_TRIPS),
+        "large_burst": await bursts(large, duration, LARGE_BURST),
     }
     print(json.dumps(results), flush=True)
 
@@ -261,6 +265,7 @@ def print_table(results: dict[str, dict[str, float]], errors: dict[str, str]) ->
         (f"pipelined calls/s ({WINDOW} out)", "pipelined", "{:,.0f}"),
         *[(f"burst of {size:,} calls/s", f"burst{size}", "{:,.0f}") for size in BURSTS],
         ("1 MB round trip, ms", "large_ms", "{:,.1f}"),
+        (f"burst of {LARGE_BURST} x 1 MB, calls/s", "large_burst", "{:,.0f}"),
     ]
     names = {"spread": "spread.pb", "twisted": "twisted PB", "raw": "raw Int32",
              "spread-queued": "queued"}  # fmt: skip

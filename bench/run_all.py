@@ -105,6 +105,8 @@ def rows(pb: Any, cache: Any, record: Any, load: Any, sizes: dict[str, Any]) -> 
         *[(f"bursts of {size:,} awaited together, calls/s",
            pick(pb, lambda r, size=size: r[f"burst{size}"]), False) for size in BURSTS],
         ("1 MB argument round trip, ms", pick(pb, lambda r: r["large_ms"]), True),
+        ("bursts of 10 x 1 MB awaited together, calls/s",
+         pick(pb, lambda r: r["large_burst"]), False),
         (f"Cacheable updates to {observers} observers, updates/s",
          pick(cache_results, lambda r: float(r)), False),
         ("the same, a ten-field record per update, updates/s",
