@@ -12,7 +12,9 @@ answers fill our queue) must not wait for ever for us while we wait for it.
 
 A peer that stays behind is dropped: after ``Limits.writeTimeout`` seconds without draining,
 or once more than ``Limits.maxBufferedOutput`` bytes have been written while it was behind
-(writes that do not come from its own calls, such as a ``Cacheable`` master's updates).
+(writes that do not come from its own calls, such as a ``Cacheable`` master's updates; counted
+from the reactor turn after the one that filled the queue, so that a burst our own code fires
+at once is sent, as by Twisted).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class FlowControl:
 
     __slots__ = (
         "_timer", "attached", "bufferedWhilePaused", "clock", "holding", "limits", "owner",
-        "paused", "reader",
+        "paused", "reader", "settling",
     )
 
     def __init__(self, transport: Any, limits: Limits, clock: Any, owner: FlowOwner) -> None:
@@ -55,6 +57,7 @@ class FlowControl:
         self.attached = False
         self.paused = False
         self.holding = False  # whether the socket's reading is paused (see holdInput)
+        self.settling = False  # paused in this reactor turn: writes do not count yet
         self.bufferedWhilePaused = 0
         self._timer: Any = None
 
@@ -93,12 +96,27 @@ class FlowControl:
         self.clock = None
 
     def pauseProducing(self) -> None:
-        """The transport's buffer is full: hold the peer's calls and start the write timeout."""
+        """The transport's buffer is full: hold the peer's calls and start the write timeout.
+
+        Twisted says so again at every write past its threshold; only the first time counts.
+        What is written in the turn that filled the buffer (a burst our own code fired at
+        once, which the peer had no chance to read yet) does not count toward
+        ``maxBufferedOutput``: what is written on later turns, while the peer has not read
+        the buffer down, does.
+        """
+        if self.paused:
+            return
         self.paused = True
         self.bufferedWhilePaused = 0
         self.owner._watchOutput(True)
-        if self._timer is None and self.clock is not None:
-            self._timer = self.clock.callLater(self.limits.writeTimeout, self._timedOut)
+        if self.clock is not None:
+            self.settling = True
+            self.clock.callLater(0, self._settled)
+            if self._timer is None:
+                self._timer = self.clock.callLater(self.limits.writeTimeout, self._timedOut)
+
+    def _settled(self) -> None:
+        self.settling = False
 
     def holdInput(self) -> None:
         """A call from the peer waits for it to read: read nothing more until then."""
@@ -131,6 +149,8 @@ class FlowControl:
 
     def wrote(self, size: int) -> None:
         """Count bytes written while paused; too many means the peer is not reading at all."""
+        if self.settling:
+            return
         self.bufferedWhilePaused += size
         if self.bufferedWhilePaused > self.limits.maxBufferedOutput:
             self.owner._abandon(

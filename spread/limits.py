@@ -111,7 +111,8 @@ class Limits:
     """Unsent bytes at which we stop reading and running the peer's calls until it reads."""
 
     maxBufferedOutput: int = MAX_BUFFERED_OUTPUT
-    """Bytes written to a peer that is not reading before it is dropped."""
+    """Bytes written to a peer that is not reading before it is dropped (counted from the
+    reactor turn after the one that filled the queue, so a burst fired at once is not)."""
 
     writeTimeout: float = WRITE_TIMEOUT
     """Seconds a peer may leave our output unread before it is dropped."""
