@@ -4,9 +4,10 @@ A peer can send calls whose answers are much larger than the calls (67 KB of cal
 answers) and never read them. Pausing the socket's reading is not enough: every call already
 decoded from the last read would still run and queue its answer. So ``FlowControl``, registered
 as the socket's streaming producer, tells the broker when the transport's buffer passes
-``Limits.maxQueuedOutput``. From then on, the first call from the peer stops *dispatching* (it
-and everything decoded after it wait in a backlog, in order) as well as reading, and both
-resume when the peer has read enough. Until such a call comes, reading goes on: answers make no
+``Limits.maxQueuedOutput``. From then on, the first message from the peer that may make output
+(a call, a ping, anything but answers, errors and releases) stops *dispatching* (it and
+everything decoded after it wait in a backlog, in order) as well as reading, and both resume
+when the peer has read enough. Until such a message comes, reading goes on: answers make no
 output, and a peer that is itself waiting for us to read (a client that sent large calls, whose
 answers fill our queue) must not wait for ever for us while we wait for it.
 

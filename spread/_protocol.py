@@ -281,12 +281,18 @@ class Broker(PBSession, PagingMixin, Banana):
         )
 
 
-_CALLS = frozenset((b"message", b"cachemessage"))
+# Messages that make no output of their own (a decache's one small uncache aside): they are
+# read and handled while our output waits. Everything else (a call, a ping, a cancel, a kind we
+# do not know, which is answered didNotUnderstand) is held until the peer reads.
+_QUIET = frozenset((
+    b"version", b"answer", b"error", b"decref", b"decache", b"uncache", b"pong",
+    b"didNotUnderstand",
+))
 
 
 def _isCall(expression: object) -> bool:
-    """Whether ``expression`` is a call from the peer, which makes output (its answer)."""
+    """Whether ``expression`` may make output for the peer (a call's answer, say)."""
     if type(expression) is not list or not expression:
-        return False
+        return True
     kind = expression[0]
-    return type(kind) is bytes and kind in _CALLS
+    return type(kind) is not bytes or kind not in _QUIET

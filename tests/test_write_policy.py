@@ -107,3 +107,24 @@ async def test_tcp_connections_turn_nagle_off_on_both_sides() -> None:
     finally:
         client_factory.disconnect()
         await port.stopListening()
+
+
+def test_with_our_output_full_answers_are_read_and_anything_else_is_held() -> None:
+    broker, transport, _ = connected([])
+    encoder = Encoder(PB_VOCABULARY)
+    results: list[Any] = []
+    call = broker.sendRemoteCall(b"", None, b"root", b"echo", (1,), {})  # request 1
+    call.addCallback(results.append)
+    broker._flow.pauseProducing()  # as the transport does when its buffer passes the limit
+    broker.dataReceived(encoder.encode([b"answer", 1, 7]))
+    assert results == [7]  # an answer makes no output: read and handled at once
+    assert transport.producerState == "producing"
+    bogus = encoder.encode([b"bogus"])  # answered didNotUnderstand: it would make output
+    broker.dataReceived(bogus + encoder.encode([b"answer", 2, 8]) + bogus)
+    assert len(broker._backlog) == 3  # held in order, the answer after it too
+    assert transport.producerState == "paused"  # and nothing more is read
+    sent = len(transport.value())
+    broker._flow.resumeProducing()  # the peer read our output
+    assert not broker._backlog
+    assert transport.producerState == "producing"
+    assert transport.value()[sent:].count(b"didNotUnderstand") == 2
