@@ -97,7 +97,7 @@ class FlowControl:
         self.clock = None
 
     def pauseProducing(self) -> None:
-        """The transport's buffer is full: hold the peer's calls and start the write timeout.
+        """The transport's buffer is full: hold what would make output and start the write timeout.
 
         Twisted says so again at every write past its threshold; only the first time counts.
         What is written in the turn that filled the buffer (a burst our own code fired at
@@ -120,7 +120,8 @@ class FlowControl:
         self.settling = False
 
     def holdInput(self) -> None:
-        """A call from the peer waits for it to read: read nothing more until then."""
+        """A message that may make output waits for the peer to read: read nothing more
+        until then."""
         if self.paused and not self.holding:
             self.holding = True
             self.reader.pauseProducing()
@@ -141,7 +142,7 @@ class FlowControl:
             return
         self.paused = False
         self.owner._watchOutput(False)
-        self._release()  # reads come on later turns; a call left waiting holds them again
+        self._release()  # reads come on later turns; a message left waiting holds them again
         self.owner._drainBacklog()
 
     def stopProducing(self) -> None:

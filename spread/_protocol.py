@@ -183,8 +183,8 @@ class Broker(PBSession, PagingMixin, Banana):
     # -- backpressure (see spread._flow) -------------------------------------------------
 
     def _deliver(self, expressions: list[Any]) -> None:
-        """Dispatch what one read decoded, but no call of the peer's (nor what follows it)
-        while the peer is not reading; then watch for a message left half received."""
+        """Dispatch what one read decoded, but nothing that may make output (nor what follows
+        it) while the peer is not reading; then watch for a message left half received."""
         if self._backlog:
             self._backlog.extend(expressions)
             self._drainBacklog()
@@ -205,7 +205,7 @@ class Broker(PBSession, PagingMixin, Banana):
         batch = self._beginBatch()
         try:
             for index, expression in enumerate(expressions):
-                if flow.paused and _isCall(expression):
+                if flow.paused and _makesOutput(expression):
                     self._backlog = deque(expressions[index:])  # waits for resumeProducing
                     flow.holdInput()
                     return
@@ -224,7 +224,7 @@ class Broker(PBSession, PagingMixin, Banana):
                 if getattr(self.transport, "disconnecting", False):
                     backlog.clear()  # someone dropped the connection; ignore what followed
                     return
-                if flow.paused and _isCall(backlog[0]):
+                if flow.paused and _makesOutput(backlog[0]):
                     flow.holdInput()
                     return
                 self.expressionReceived(backlog.popleft())
@@ -290,7 +290,7 @@ _QUIET = frozenset((
 ))
 
 
-def _isCall(expression: object) -> bool:
+def _makesOutput(expression: object) -> bool:
     """Whether ``expression`` may make output for the peer (a call's answer, say)."""
     if type(expression) is not list or not expression:
         return True

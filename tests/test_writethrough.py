@@ -168,8 +168,8 @@ class Socketlike:
     """What writeThrough reads of a TCP transport, with a socket that takes ``room`` bytes,
     at most 128 KiB a call (Twisted's SEND_LIMIT), then fails with ``error`` if one is set."""
 
-    TLS = connected = True
-    disconnecting = _writeDisconnecting = False
+    TLS = disconnecting = _writeDisconnecting = False
+    connected = True
     producer = None
     streamingProducer = False
     offset = 0
@@ -178,7 +178,6 @@ class Socketlike:
         self.room, self.error = room, error
         self.dataBuffer = b""
         self._tempDataBuffer: list[bytes] = []
-        self.TLS = False
         self.sent = bytearray()
         self.queued: list[bytes] = []
 
