@@ -91,14 +91,20 @@ class SessionState(enum.Enum):
     """The connection is gone; every call fails with ``DeadReferenceError``."""
 
 
+_NEGOTIATING, _READY, _CLOSED = SessionState.NEGOTIATING, SessionState.READY, SessionState.CLOSED
+# (plain globals: reading an Enum member from its class costs a descriptor call each time)
+_CALL_KINDS = {b"": b"message", b"cache": b"cachemessage"}
+
+
 class _Answer(defer.Deferred[Any]):
     """The Deferred of one of our calls. It carries its session and request id for its
     canceller, rather than a closure made for each call: a call waiting for its answer is
     then two objects for the garbage collector, not four. (Named ``Deferred`` below, so that
     its repr is Twisted's.)"""
 
-    __slots__ = ("requestID", "session")
+    __slots__ = ("quiet", "requestID", "session")
 
+    quiet: bool
     requestID: int
     session: PBSession
 
@@ -154,10 +160,11 @@ class PBSession(ObjectTables):
     _schedule: Callable[[Callable[[], None]], object] | None = None
     _drop: Callable[[], None] | None = None
     _runningCalls = 0  # incoming calls whose answer is not ready yet
-    # Request ids the caller cancelled (no answer is sent), and those of our calls that are
-    # a master's updates: usually none, so one shared empty set until the first.
+    # Request ids the caller cancelled (no answer is sent): usually none, so one shared
+    # empty set until the first.
     _cancelled: set[int] | frozenset[int] = _NONE
-    _quietRequests: set[int] | frozenset[int] = _NONE
+    _quietCount = 0
+    """Our ``quiet`` calls (cache updates) still waiting for their answers."""
     _protocolForms: dict[bytes, Callable[[Any, list[Any]], object]] | None = None
 
     spreadDialect = False
@@ -188,7 +195,7 @@ class PBSession(ObjectTables):
         self.disconnects: list[Callable[[], object]] = []
         self.failures: list[Callable[[], object]] = []
         self.connects: list[Callable[[], object]] | None = []
-        self.waitingForAnswers: dict[int, defer.Deferred[Any]] = {}
+        self.waitingForAnswers: dict[int, _Answer] = {}
         ObjectTables.__init__(self, security, self.limits)
 
     @property
@@ -231,13 +238,13 @@ class PBSession(ObjectTables):
     @property
     def disconnected(self) -> int:
         """1 once the connection has closed, else 0 (Twisted's flag, read-only here)."""
-        return 1 if self.state is SessionState.CLOSED else 0
+        return 1 if self.state is _CLOSED else 0
 
     def connectionReady(self) -> None:
         """The dialect is settled: say our version and tell whoever waits for us."""
-        if self.state is not SessionState.NEGOTIATING:
+        if self.state is not _NEGOTIATING:
             return
-        self.state = SessionState.READY
+        self.state = _READY
         self.sendEncoded([b"version", self.version])
         connects, self.connects = self.connects or [], None
         for notifier in connects:
@@ -251,14 +258,14 @@ class PBSession(ObjectTables):
 
     def connectionLost(self, reason: Failure) -> None:
         """Fail every pending call, stop every observer, notify, and free every table."""
-        if self.state is SessionState.CLOSED:
+        if self.state is _CLOSED:
             return
-        self.state = SessionState.CLOSED
+        self.state = _CLOSED
         pending, self.waitingForAnswers = self.waitingForAnswers, {}
-        quiet, self._quietRequests = self._quietRequests, _NONE
-        for request_id, d in pending.items():
+        self._quietCount = 0
+        for d in pending.values():
             d.errback(failureOf(PBConnectionLost(reason)))
-            if request_id in quiet:
+            if d.quiet:
                 silence(d)
         for entry in self._cacheExports.drain() if "_cacheExports" in vars(self) else ():
             self._stopObserving(entry.object, entry.perspective, entry.observer)
@@ -438,16 +445,16 @@ class PBSession(ObjectTables):
     def proto_pong(self) -> None:
         """The answer to our ping (its arrival is what counts, see ``spread._keepalive``)."""
 
-    def _cancelRequest(self, requestID: int, d: defer.Deferred[Any]) -> None:
+    def _cancelRequest(self, requestID: int, d: _Answer) -> None:
         """Our caller cancelled ``d``: stop waiting, and in the spread dialect tell the peer.
 
         ``d`` then fails with ``CancelledError``; an answer arriving later is dropped.
         """
         if self.waitingForAnswers.pop(requestID, None) is None:
             return
-        if self._quietRequests:
-            cast(_IntSet, self._quietRequests).discard(requestID)
-        if self.spreadDialect and self.state is SessionState.READY:
+        if d.quiet:
+            self._quietCount -= 1
+        if self.spreadDialect and self.state is _READY:
             try:
                 self.sendEncoded([b"cancel", requestID])
             except Exception:
@@ -474,7 +481,7 @@ class PBSession(ObjectTables):
     def proto_answer(self, requestID: object, netResult: object) -> None:
         """The outcome of one of our calls: fire its Deferred."""
         d = self.waitingForAnswers.pop(requestID, None) if type(requestID) is int else None
-        if d is None or self._quietRequests:
+        if d is None or d.quiet:
             d = self._popRequest(requestID, d)
             if d is None:
                 return
@@ -500,17 +507,15 @@ class PBSession(ObjectTables):
         else:
             d.errback(Error(f"the peer reported an error as {quote(error)}"))
 
-    def _popRequest(
-        self, requestID: object, popped: defer.Deferred[Any] | None = None
-    ) -> defer.Deferred[Any] | None:
+    def _popRequest(self, requestID: object, popped: _Answer | None = None) -> _Answer | None:
         d = popped
         if d is None and type(requestID) is int:
             d = self.waitingForAnswers.pop(requestID, None)
         if d is None:
             _log.info("ignoring answer to unknown request {id!r}", id=requestID)
             return None
-        if self._quietRequests:
-            cast(_IntSet, self._quietRequests).discard(requestID)
+        if d.quiet:
+            self._quietCount -= 1
         return d
 
     def proto_decref(self, objectID: object) -> None:
@@ -555,16 +560,16 @@ class PBSession(ObjectTables):
         nobody looks at them. Calls given one ``shared`` dict (``flavors.broadcast``)
         serialize their arguments once per kind of connection that can share them.
         """
-        if self.state is SessionState.CLOSED:
+        if self.state is _CLOSED:
             if not quiet:
                 raise DeadReferenceError(_STALE)
             return quietFailure(DeadReferenceError(_STALE))
-        if quiet and len(self._quietRequests) >= self.limits.maxPendingCalls:
+        if quiet and self._quietCount >= self.limits.maxPendingCalls:
             # A replica's peer that leaves this many updates unanswered is not keeping up:
             # drop it rather than queue updates for it without end.
             _log.warn(
                 "dropping a peer that leaves {n} cache updates unanswered",
-                n=len(self._quietRequests),
+                n=self._quietCount,
             )
             self._dropConnection()
             return quietFailure(DeadReferenceError("the peer stopped answering cache updates"))
@@ -611,7 +616,7 @@ class PBSession(ObjectTables):
         netKw: Any, args_log: Registrations | None, kw_log: Registrations | None, quiet: bool,
     ) -> defer.Deferred[Any]:
         self.currentRequestID = requestID = self.currentRequestID + 1
-        kind = b"message" if not prefix else prefix + b"message"
+        kind = _CALL_KINDS.get(prefix) or prefix + b"message"
         try:
             self.sendEncoded([kind, requestID, objectID, message, answerRequired, netArgs, netKw])
         except Exception as e:
@@ -623,16 +628,14 @@ class PBSession(ObjectTables):
         if not answerRequired:
             return defer.succeed(None)
         d = _Answer(_cancelAnswer)
-        d.session, d.requestID = self, requestID
+        d.session, d.requestID, d.quiet = self, requestID, quiet
         self.waitingForAnswers[requestID] = d
         if self.callTimeout is not None and not quiet:
             clock = self._timeoutClock()
             if clock is not None:
                 d.addTimeout(self.callTimeout, clock)
         if quiet:
-            if not self._quietRequests:
-                self._quietRequests = set()
-            cast(_IntSet, self._quietRequests).add(requestID)
+            self._quietCount += 1
         return d
 
     def _sendAnswer(self, netResult: Any, requestID: int, exported: Registrations) -> None:
