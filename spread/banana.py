@@ -345,7 +345,25 @@ class Banana(protocol.Protocol):
                     self._receive(b"")
         finally:
             if batch:
-                self._endBatch()
+                if self.isClient:
+                    self._queueBatch()
+                else:
+                    self._endBatch()
+
+    def _queueBatch(self) -> None:
+        """End a batch into Twisted's queue, sent when this reactor turn ends, not at once.
+
+        A client's reply to the dialect offer goes this way. A process that opens many
+        connections at once then sends their handshakes together at the end of a turn, as
+        Twisted does; sent one by one as each offer is read, they would wake the server once
+        per connection rather than once per batch. Only the handshake waits: everything
+        after it writes through as usual.
+        """
+        direct, self._direct = self._direct, False
+        try:
+            self._endBatch()
+        finally:
+            self._direct = direct
 
     def _deliver(self, expressions: list[Any]) -> None:
         """Hand each decoded expression to ``expressionReceived``, in order, as one batch."""

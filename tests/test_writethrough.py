@@ -12,8 +12,9 @@ from twisted.internet import defer, endpoints, reactor
 from twisted.internet.testing import StringTransport
 
 from spread import _writethrough as writethrough
-from spread import pb
+from spread import banana, pb
 from spread._writethrough import canWriteThrough
+from spread.banana import PB_VOCABULARY, Encoder, encode
 
 
 class Sizer(pb.Root):
@@ -215,3 +216,56 @@ def test_an_error_midway_leaves_the_rest_for_the_queue_to_meet() -> None:
     transport = Socketlike(room=200_000, error=ConnectionResetError())
     writethrough.writeThrough(transport, data)
     assert bytes(transport.sent) + b"".join(transport.queued) == data
+
+
+class BrokerSocketlike(Socketlike):
+    """A Socketlike a broker can run on: it takes a producer, and a peer address."""
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer, self.streamingProducer = producer, streaming
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def getPeer(self) -> Any:
+        return None
+
+    getHost = getPeer
+
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+
+
+def test_a_client_queues_its_handshake_and_writes_through_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A process opening many connections at once sends their handshakes at the end of the
+    # turn, together, as Twisted does (one by one, they woke the server once per connection).
+    monkeypatch.setattr(banana, "canWriteThrough", lambda transport: True)
+    broker = pb.PBClientFactory().buildProtocol(None)
+    transport = BrokerSocketlike(room=1_000_000)
+    broker.makeConnection(transport)
+    broker.dataReceived(encode([b"pb", b"none"]))
+    encoder = Encoder(PB_VOCABULARY)
+    assert transport.queued == [encode(b"pb") + encoder.encode([b"version", 6])]
+    assert transport.sent == b""
+    broker.remoteForName("root").callRemote("echo", 1)  # outside any read: straight out
+    assert bytes(transport.sent) == encoder.encode(
+        [b"message", 1, b"root", b"echo", 1, [b"tuple", 1], [b"dictionary"]]
+    )
+    assert len(transport.queued) == 1
+
+
+def test_a_server_writes_its_offer_and_its_handshake_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(banana, "canWriteThrough", lambda transport: True)
+    broker = pb.PBServerFactory(Sizer()).buildProtocol(None)
+    transport = BrokerSocketlike(room=1_000_000)
+    broker.makeConnection(transport)
+    encoder = Encoder(PB_VOCABULARY)
+    broker.dataReceived(encode(b"pb") + encoder.encode([b"version", 6]))
+    assert transport.queued == []
+    assert bytes(transport.sent) == encode(list(broker.knownDialects)) + encoder.encode(
+        [b"version", 6]
+    )
