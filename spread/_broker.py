@@ -91,13 +91,12 @@ class IdCounter:
 class ExportedObjects:
     """Objects we passed by reference, keyed by the id the peer calls them by."""
 
-    __slots__ = ("_luid_by_puid", "ids", "limit", "locals", "names")
+    __slots__ = ("_luid_by_puid", "ids", "limit", "locals")
 
     def __init__(self, ids: IdCounter, limit: int = MAX_BROKER_REFS) -> None:
         self.ids = ids
         self.limit = limit
         self.locals: dict[LUID, Local] = {}
-        self.names: dict[bytes, Any] = {}
         self._luid_by_puid: dict[Any, int] = {}
 
     def register(self, obj: Any, puid: Any) -> int:
@@ -117,20 +116,10 @@ class ExportedObjects:
         self._luid_by_puid[puid] = luid
         return luid
 
-    def setName(self, name: bytes, obj: Any) -> None:
-        """Publish ``obj`` under a fixed name (``b"root"``); names are never released."""
-        self.names[name] = obj
-
     def lookup(self, luid: object) -> Any:
-        """The object the peer calls ``luid``, or None."""
-        if type(luid) is int:
-            local = self.locals.get(luid)
-            return None if local is None else local.object
-        if isinstance(luid, str):
-            luid = luid.encode("utf-8")
-        if isinstance(luid, bytes):
-            return self.names.get(luid)
-        return None
+        """The object the peer calls ``luid``, or None (names are the session's)."""
+        local = self.locals.get(luid) if type(luid) is int else None
+        return None if local is None else local.object
 
     def release(self, luid: object, puid_of: Callable[[Any], Any]) -> Any:
         """Count one ``decref``; return the object if that was the last, else None.
@@ -153,7 +142,6 @@ class ExportedObjects:
     def clear(self) -> None:
         """Forget everything (the connection is gone)."""
         self.locals.clear()
-        self.names.clear()
         self._luid_by_puid.clear()
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from spread._lazy import perConnection
+
 
 class PagingMixin:
     """Lets pagers send one page each time the transport asks for more data."""
 
     transport: Any
 
-    def __init__(self) -> None:
-        self.pageProducers: list[Any] = []
+    @perConnection
+    def pageProducers(self) -> list[Any]:
+        """The pagers still sending (made on first use, see ``spread._lazy``)."""
+        return []
 
     def registerPageProducer(self, pager: Any) -> None:
         """Start feeding ``pager``'s pages to the peer as the transport has room."""
@@ -44,4 +48,4 @@ class PagingMixin:
 
     def stopPaging(self) -> None:
         """Forget every pager (the connection is gone)."""
-        self.pageProducers.clear()
+        self.__dict__.pop("pageProducers", None)

@@ -77,7 +77,6 @@ class Broker(PBSession, PagingMixin, Banana):
     ) -> None:
         Banana.__init__(self, isClient)
         PBSession.__init__(self, security, maxBrokerRefs=maxBrokerRefs, limits=limits)
-        PagingMixin.__init__(self)
         self._reactor = reactor
 
     # -- the session's hooks, on Twisted ----------------------------------------------------
@@ -117,7 +116,7 @@ class Broker(PBSession, PagingMixin, Banana):
         # Watch our outgoing buffer from now on, not before: bytes have crossed both ways, so
         # a TLS handshake (which holds writes back while it reads) is over.
         self._flow = FlowControl(self.transport, self.limits, self._clock(), self)
-        if not self.pageProducers:
+        if not self.__dict__.get("pageProducers"):
             self._flow.attach()
         self.spreadDialect = self.currentDialect == b"spread"
         self._startKeepalive()

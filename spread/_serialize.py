@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, cast, overload
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -40,6 +40,7 @@ from spread._calls import CallSender
 from spread._coroutines import runCoroutine
 from spread._failures import CopiedFailure
 from spread._jelly_keys import MAX_REFERENCE_ID
+from spread._lazy import perConnection
 from spread._quote import quote
 from spread._remote import RemoteReference
 from spread.flavors import RemoteCacheObserver
@@ -53,7 +54,6 @@ _MAX_PLACEHOLDER_WARNINGS = 100  # classes warned about per connection, at most
 _REMOTE = b"remote"
 _CACHE = b"cache"
 Registrations = list[tuple[bytes, int]]
-T = TypeVar("T")
 
 
 def _puid(obj: Any) -> Any:
@@ -102,30 +102,6 @@ _PROBED: weakref.WeakKeyDictionary[Any, dict[type, tuple[bool, bool]]] = (
 )
 
 
-class _perConnection(Generic[T]):  # noqa: N801 - used as a decorator, like property
-    """A per-connection table made on first use and kept in the instance's ``__dict__``.
-
-    ``functools.cached_property`` without its lock (on Python 3.11 every first access takes
-    it): a connection's tables are only touched from its reactor thread.
-    """
-
-    def __init__(self, make: Callable[[Any], T]) -> None:
-        self._make = make
-        self._name = make.__name__
-
-    @overload
-    def __get__(self, instance: None, owner: type) -> _perConnection[T]: ...
-
-    @overload
-    def __get__(self, instance: object, owner: type) -> T: ...
-
-    def __get__(self, instance: object, owner: type) -> T | _perConnection[T]:
-        if instance is None:
-            return self
-        value = instance.__dict__[self._name] = self._make(instance)
-        return value
-
-
 class ObjectTables:
     """The invoker half of a PB session (see module docstring): the four reference tables,
     the registration logs that let an unsent message be taken back, and the releases owed
@@ -158,36 +134,37 @@ class ObjectTables:
             self._maxImportedCaches = limits.maxImportedCaches
         self._fastJelly, self._fastUnjelly = self._probeFastPaths()
 
-    # The tables are made on first use. Most connections of a large server never export a
-    # reference, import a cache or owe a release, and every object a connection holds is
-    # one more the garbage collector walks on each full collection: at thousands of
-    # connections that walk is most of what accepting one more costs.
+    # The tables are made on first use (see spread._lazy); so are the names (``root``).
 
-    @_perConnection
+    @perConnection
     def _ids(self) -> IdCounter:
         return IdCounter()
 
-    @_perConnection
+    @perConnection
     def _releases(self) -> ReleaseQueue:
         return ReleaseQueue(self)
 
-    @_perConnection
+    @perConnection
+    def _names(self) -> dict[bytes, Any]:
+        return {}
+
+    @perConnection
     def _exports(self) -> ExportedObjects:
         return ExportedObjects(self._ids, self._refLimits[0])
 
-    @_perConnection
+    @perConnection
     def _imports(self) -> ImportedReferences[RemoteReference]:
         return ImportedReferences(self._releases)
 
-    @_perConnection
+    @perConnection
     def _cacheExports(self) -> ExportedCaches:
         return ExportedCaches(self._ids, self._refLimits[1])
 
-    @_perConnection
+    @perConnection
     def _cacheImports(self) -> ImportedCaches:
         return ImportedCaches(self._releases)
 
-    @_perConnection
+    @perConnection
     def _releaseCallbacks(self) -> dict[Any, list[Callable[[], object]]]:
         return {}
 
@@ -451,7 +428,7 @@ class ObjectTables:
     def _clearTables(self) -> None:
         """Forget every object, reference and cache (the connection has closed)."""
         made = vars(self)
-        for table in ("_exports", "_imports", "_cacheImports", "_releaseCallbacks"):
+        for table in ("_names", "_exports", "_imports", "_cacheImports", "_releaseCallbacks"):
             if table in made:
                 made[table].clear()
         if "_releases" in made:
@@ -479,17 +456,24 @@ class ObjectTables:
         return luid
 
     def setNameForLocal(self, name: str | bytes, object: Any) -> None:
-        """Publish ``object`` under a fixed name, such as ``root``."""
-        self._exports.setName(name.encode("utf-8") if isinstance(name, str) else name, object)
+        """Publish ``object`` under a fixed name, such as ``root``; names are never released."""
+        self._names[name.encode("utf-8") if isinstance(name, str) else name] = object
 
     def localObjectForID(self, luid: Any) -> Any:
-        """The exported object the peer calls ``luid``, or None."""
-        return self._exports.lookup(luid)
+        """The exported object the peer calls ``luid`` (an id or a name), or None."""
+        made = self.__dict__  # (tables not made yet hold nothing: not made for a lookup)
+        if type(luid) is int:
+            exports = made.get("_exports")
+            return None if exports is None else exports.lookup(luid)
+        if isinstance(luid, str):
+            luid = luid.encode("utf-8")
+        names = made.get("_names")
+        return names.get(luid) if names and isinstance(luid, bytes) else None
 
     @property
     def localObjects(self) -> dict[Any, Local]:
         """Every exported object and name, by id (a snapshot, for inspection and tests)."""
-        snapshot: dict[Any, Local] = {name: Local(obj) for name, obj in self._exports.names.items()}
+        snapshot: dict[Any, Local] = {name: Local(obj) for name, obj in self._names.items()}
         snapshot.update(self._exports.locals)
         return snapshot
 
@@ -574,7 +558,7 @@ class ObjectTables:
     def _unjellyLocal(self, unjellier: Any, jellyList: list[Any]) -> Any:
         if len(jellyList) != 2:
             raise InsecureJelly(f"malformed local reference {quote(jellyList)}")
-        obj = self._exports.lookup(jellyList[1])
+        obj = self.localObjectForID(jellyList[1])
         if obj is None:
             raise InsecureJelly(
                 f"the peer referred to our object {quote(jellyList[1])}, which it does not hold"

@@ -43,6 +43,7 @@ from spread._failures import (
     isFailureOf,
     loggableFailure,
 )
+from spread._lazy import perConnection
 from spread._quote import exceptionText, quote
 from spread._serialize import ObjectTables, Registrations, _puid, jellyFlatTuple
 from spread._wirenames import COPYABLE_FAILURE
@@ -192,9 +193,6 @@ class PBSession(ObjectTables):
         if drop is not None:
             self._drop = drop
         self._answering: dict[int, defer.Deferred[Any]] = {}  # those calls, by request id
-        self.disconnects: list[Callable[[], object]] = []
-        self.failures: list[Callable[[], object]] = []
-        self.connects: list[Callable[[], object]] | None = []
         self.waitingForAnswers: dict[int, _Answer] = {}
         ObjectTables.__init__(self, security, self.limits)
 
@@ -235,6 +233,21 @@ class PBSession(ObjectTables):
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    # Callbacks for notifyOnDisconnect, notifyOnFail and notifyOnConnect (``connects`` is None
+    # once the connection is ready), by Twisted's names; made on first use (see spread._lazy).
+
+    @perConnection
+    def disconnects(self) -> list[Callable[[], object]]:
+        return []
+
+    @perConnection
+    def failures(self) -> list[Callable[[], object]]:
+        return []
+
+    @perConnection
+    def connects(self) -> list[Callable[[], object]] | None:
+        return []
+
     @property
     def disconnected(self) -> int:
         """1 once the connection has closed, else 0 (Twisted's flag, read-only here)."""
@@ -246,14 +259,14 @@ class PBSession(ObjectTables):
             return
         self.state = _READY
         self.sendEncoded([b"version", self.version])
-        connects, self.connects = self.connects or [], None
+        connects = self.__dict__.get("connects") or ()
+        self.connects = None
         for notifier in connects:
             self._runNotifier(notifier, "a notifyOnConnect callback raised")
 
     def connectionFailed(self) -> None:
         """Run ``notifyOnFail`` callbacks (kept for Twisted compatibility)."""
-        failures, self.failures = self.failures, []
-        for notifier in failures:
+        for notifier in self.__dict__.pop("failures", ()):
             self._runNotifier(notifier, "a notifyOnFail callback raised")
 
     def connectionLost(self, reason: Failure) -> None:
@@ -269,8 +282,7 @@ class PBSession(ObjectTables):
                 silence(d)
         for entry in self._cacheExports.drain() if "_cacheExports" in vars(self) else ():
             self._stopObserving(entry.object, entry.perspective, entry.observer)
-        notifiers, self.disconnects = self.disconnects, []
-        for notifier in notifiers:
+        for notifier in self.__dict__.pop("disconnects", ()):
             self._runNotifier(notifier, "a notifyOnDisconnect callback raised")
         self._clearTables()
         # Bound methods of ourselves: without them a closed session is freed at once by
@@ -354,7 +366,7 @@ class PBSession(ObjectTables):
     ) -> None:
         """Call a method of one of our referenced objects."""
         self._recvMessage(
-            self._exports.lookup, requestID, objectID, message, answerRequired, netArgs, netKw
+            self.localObjectForID, requestID, objectID, message, answerRequired, netArgs, netKw
         )
 
     def proto_cachemessage(
@@ -520,7 +532,8 @@ class PBSession(ObjectTables):
 
     def proto_decref(self, objectID: object) -> None:
         """The peer dropped one receipt of one of our objects."""
-        released = self._exports.release(objectID, _puid)
+        exports = self.__dict__.get("_exports")  # (none made: the peer holds none of ours)
+        released = None if exports is None else exports.release(objectID, _puid)
         if released is not None:
             self._released(released)
 

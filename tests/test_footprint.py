@@ -16,9 +16,9 @@ from spread import pb
 from spread.banana import Decoder, Encoder
 from spread.limits import Limits
 
-IDLE_SERVER_OBJECTS = 20
-"""At most this many collector-tracked objects per idle server connection (16 today over an
-in-memory transport; Twisted's broker holds 12)."""
+IDLE_SERVER_OBJECTS = 8
+"""At most this many collector-tracked objects per idle server connection (6 today over an
+in-memory transport: the broker, its dict, its codec, its names; Twisted's broker holds 12)."""
 
 
 class Point(pb.Copyable):
@@ -66,10 +66,14 @@ def test_an_idle_connection_makes_no_tables_it_does_not_use() -> None:
     loop = Loop(Service())
     assert loop.call("add", 1, 2) == 3
     made = vars(loop.server)
-    # The root is published by name; no reference, cache or release table was needed.
-    assert "_exports" in made
-    for table in ("_imports", "_cacheExports", "_cacheImports", "_releases"):
-        assert table not in made, f"{table} was made for a connection that never used it"
+    # The root is published by name; no reference, cache or release table was needed, and
+    # nobody asked to be told of a disconnect, nor paged.
+    assert made["_names"] == {b"root": loop.server_factory.root}
+    for table in (
+        "_exports", "_ids", "_imports", "_cacheExports", "_cacheImports", "_releases",
+        "disconnects", "failures", "connects", "pageProducers",
+    ):  # fmt: skip
+        assert not made.get(table), f"{table} was made for a connection that never used it"
     loop.close()
 
 

@@ -46,10 +46,29 @@ def test_exporting_one_object_twice_counts_two_receipts() -> None:
 
 def test_releasing_what_the_peer_never_held_does_nothing() -> None:
     table = ExportedObjects(IdCounter())
-    table.setName(b"root", Obj())
+    obj = Obj()
+    luid = table.register(obj, puid(obj))
     assert table.release(99, puid) is None
     assert table.release(b"root", puid) is None
-    assert table.lookup("root") is table.names[b"root"]
+    assert table.release([luid], puid) is None
+    assert table.lookup(luid) is obj
+    assert table.lookup([luid]) is None  # (a hostile peer's id: no TypeError)
+
+
+def test_a_name_is_never_released() -> None:
+    # Names (the root) are the session's: a decref of one leaves it published.
+    from spread import pb
+
+    broker = pb.Broker()
+    root = Obj()
+    broker.setNameForLocal("root", root)
+    broker.proto_decref(b"root")
+    broker.proto_decref("root")
+    assert broker.localObjectForID(b"root") is root
+    assert broker.localObjectForID("root") is root
+    assert broker.localObjectForID(b"other") is None
+    assert broker.localObjectForID(1) is None
+    assert "_exports" not in vars(broker)  # looking up an id made no table
 
 
 def test_exports_beyond_the_limit_are_refused() -> None:
