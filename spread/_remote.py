@@ -10,6 +10,7 @@ from twisted.logger import Logger
 
 from spread._calls import CallSender
 from spread._errors import ProtocolError
+from spread._lazy import perConnection
 from spread.flavors import Serializable, local_atom
 
 _log = Logger()
@@ -30,7 +31,12 @@ class RemoteReference(Serializable):
         self.broker = broker
         self.doRefCount = doRefCount
         self.perspective = perspective
-        self.disconnectCallbacks: list[Callable[[RemoteReference], object]] = []
+
+    @perConnection
+    def disconnectCallbacks(self) -> list[Callable[[RemoteReference], object]]:
+        """What ``notifyOnDisconnect`` was given (made on first use: most references never
+        are; see ``spread._lazy``)."""
+        return []
 
     def callRemote(self, _name: str | bytes, *args: Any, **kw: Any) -> defer.Deferred[Any]:
         """Call ``remote_<_name>(*args, **kw)`` in the peer; returns a Deferred.
@@ -92,8 +98,7 @@ class RemoteReference(Serializable):
             self.broker.dontNotifyOnDisconnect(self._disconnected)
 
     def _disconnected(self) -> None:
-        callbacks, self.disconnectCallbacks = self.disconnectCallbacks, []
-        for callback in callbacks:
+        for callback in self.__dict__.pop("disconnectCallbacks", ()):
             self._run(callback)
 
     def _run(self, callback: Callable[[RemoteReference], object]) -> None:

@@ -221,3 +221,14 @@ def test_a_call_waiting_for_its_answer_holds_two_objects() -> None:
     loop.pump.flush()
     assert [loop.result(d) for d in waiting] == [n + 1 for n in range(200)]
     waiting[0].cancel()  # (answered already: nothing to cancel, nothing breaks)
+
+
+def test_a_reference_makes_its_callback_list_only_when_asked() -> None:
+    loop = Loop(Service())
+    root = loop.root()
+    assert "disconnectCallbacks" not in vars(root)
+    told: list[Any] = []
+    root.notifyOnDisconnect(told.append)
+    assert root.disconnectCallbacks == [told.append]
+    loop.close()
+    assert told == [root]
