@@ -24,6 +24,8 @@ from twisted.internet import tcp
 
 _ATTRIBUTES = ("TLS", "connected", "disconnecting", "_writeDisconnecting", "_tempDataBuffer",
                "dataBuffer", "offset", "producer", "streamingProducer")  # fmt: skip
+_INSTANCE = tuple(name for name in _ATTRIBUTES if not hasattr(tcp.Connection, name))
+# (those that Twisted's class does not provide itself: checked on each transport)
 
 
 VERIFIED_TWISTED = ((26, 10), (26, 10))
@@ -45,13 +47,18 @@ _VERIFIED = VERIFIED_TWISTED[0] <= _release(twisted.__version__) <= VERIFIED_TWI
 def canWriteThrough(transport: object) -> bool:
     """Whether ``transport`` is a plain Twisted TCP connection that ``writeThrough`` may use."""
     kind: Any = type(transport)
-    return (
-        _VERIFIED
-        and isinstance(transport, tcp.Connection)
-        and kind.write is tcp.Connection.write
-        and kind.writeSomeData is tcp.Connection.writeSomeData
-        and all(hasattr(transport, name) for name in _ATTRIBUTES)
-    )
+    plain = _PLAIN.get(kind)
+    if plain is None:
+        plain = _PLAIN[kind] = (
+            issubclass(kind, tcp.Connection)
+            and kind.write is tcp.Connection.write
+            and kind.writeSomeData is tcp.Connection.writeSomeData
+        )
+    return _VERIFIED and plain and all(hasattr(transport, name) for name in _INSTANCE)
+
+
+_PLAIN: dict[type, bool] = {}
+"""Transport classes seen, and whether they write as Twisted's TCP connection does."""
 
 
 def writeThrough(transport: Any, data: bytes) -> None:
