@@ -3,14 +3,14 @@
     .venv/bin/python bench/run_all.py [--quick] [--rounds N] [--duration S]
                                       [--connections N] [--updates N] [--timeout S]
 
-Runs bench_pb.py, bench_cache.py and bench_load.py one after the other, each as a subprocess with
-``--json``, and prints the date, the Python and Twisted versions and one markdown table:
-twisted.spread, spread and the raw ``Int32StringReceiver`` echo (the same reactor with no PB at
-all) side by side, with how many times better spread is than each of the other two. ``--quick``
-makes every size small (well under a minute on two cores), for checking that all of it works
-rather than for figures to quote. A benchmark that fails or overruns ``--timeout`` leaves its
-cells ``n/a`` and is reported under the table; the others still run. Run by hand, never by the
-test suite.
+Runs bench_pb.py, bench_cache.py, bench_load.py and bench_accept.py one after the other, each as
+a subprocess with ``--json``, and prints the date, the Python and Twisted versions and one
+markdown table: twisted.spread, spread and the raw ``Int32StringReceiver`` echo (the same
+reactor with no PB at all) side by side, with how many times better spread is than each of the
+other two. ``--quick`` makes every size small (well under a minute on two cores), for checking
+that all of it works rather than for figures to quote. A benchmark that fails or overruns
+``--timeout`` leaves its cells ``n/a`` and is reported under the table; the others still run.
+Run by hand, never by the test suite.
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def pick(results: dict[str, Any], path: Callable[[dict[str, Any]], float]) -> Fi
     return found
 
 
-def rows(pb: Any, cache: Any, record: Any, load: Any, sizes: dict[str, Any]) -> list[Row]:
+def rows(
+    pb: Any, cache: Any, record: Any, load: Any, accept: Any, sizes: dict[str, Any]
+) -> list[Row]:
     """The table's rows from the benchmarks' JSON (None for one that did not run)."""
     pb = pb or {}
     cache_results = (cache or {}).get("results", {})
@@ -90,6 +92,7 @@ def rows(pb: Any, cache: Any, record: Any, load: Any, sizes: dict[str, Any]) -> 
     cache_settings = (cache or {}).get("settings", {})
     load_results = (load or {}).get("results", {})
     load_settings = (load or {}).get("settings", {})
+    accept_results = (accept or {}).get("results", {})
 
     def load_row(mode: str, figure: str) -> Figures:
         return pick(load_results.get(mode, {}), lambda found: found[figure])
@@ -113,10 +116,12 @@ def rows(pb: Any, cache: Any, record: Any, load: Any, sizes: dict[str, Any]) -> 
          pick(record_results, lambda r: float(r)), False),
         ("the same, sent with pb.broadcast, updates/s",
          pick(broadcast_results, lambda r: float(r)), False),
-        (f"connections/s (root, {at_once} at once)", load_row("root", "connections_per_s"),
-         False),
-        (f"connections/s (login, {at_once} at once)", load_row("login", "connections_per_s"),
-         False),
+        (f"connections accepted/s, from a load generator (root, {at_once} at once)",
+         pick(accept_results, lambda r: r["connections_per_s"]), False),
+        (f"connections/s, from a PB client (root, {at_once} at once)",
+         load_row("root", "connections_per_s"), False),
+        (f"connections/s, from a PB client (login, {at_once} at once)",
+         load_row("login", "connections_per_s"), False),
         (f"server connections per CPU-second (root, {at_once} at once)",
          load_row("root", "server_connections_per_cpu_s"), False),
         (f"server connections per CPU-second (login, {at_once} at once)",
@@ -192,13 +197,14 @@ def main() -> None:
         ("bench_cache.py", [*given("updates", "rounds"), "--payload=record",
                             "--only=spread,spread-broadcast,twisted"]),
         ("bench_load.py", given("connections", "rounds")),
+        ("bench_accept.py", given("connections", "rounds")),
     ):
         results, problem = run(script, arguments, args.timeout)
         found.append(results)
         if problem:
             errors.append(problem)
-    pb, cache, record, load = found
-    table = rows(pb, cache, record, load, sizes)
+    pb, cache, record, load, accept = found
+    table = rows(pb, cache, record, load, accept, sizes)
     print(f"Benchmarks of {versions()}")
     print(f"Sizes: {', '.join(f'{k} {v}' for k, v in sizes.items()) or 'the defaults'}")
     print()
