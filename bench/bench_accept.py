@@ -143,8 +143,10 @@ def measure(implementation: str, connections: int) -> tuple[float, float]:
     )
     load: subprocess.Popen[str] | None = None
     try:
-        assert server.stdout is not None
+        assert server.stdin is not None and server.stdout is not None
         port = server.stdout.readline().split()[1]  # PORT root login
+        server.stdin.write("GC\n")  # from a collected heap, as in bench_load.py
+        server.stdout.readline()
         idle = server_cpu(server)
         load = subprocess.Popen(
             [sys.executable, __file__, "--generate", implementation, port, str(connections)],
