@@ -15,10 +15,11 @@ It reports:
   ``--callers`` says fewer) calling concurrently while the other connections stay idle;
 - server KiB per connection: the growth of the server's resident memory with all N connected,
   divided by N (read from /proc, so Linux only);
-- server connections per CPU-second: N divided by the CPU time the server process used while
-  they connected. On one machine the client, which opens every connection with Twisted's own
-  TCP code, is often the slower process and sets connections/s for every implementation
-  alike; this figure is the server's own cost of accepting, whatever the client's speed.
+- server connections per CPU-second: N divided by the CPU time the server process spent on
+  them, from a collected heap until it is idle again. On one machine the client, which opens
+  every connection with Twisted's own TCP code, is the slower process and sets connections/s
+  for every implementation alike; this figure is the server's own cost of accepting, whatever
+  the client's speed (``bench_accept.py`` measures the accept rate with a lighter client).
 
 How the server is paced changes what it costs: connections arriving a thousand at a time are
 accepted in bigger batches than twenty at a time. ``--wave N`` opens them N at a time, each
