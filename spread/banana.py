@@ -239,8 +239,8 @@ class Banana(protocol.Protocol):
         if self._outboxSize >= self.limits.maxQueuedOutput:
             self._flushOutbox()  # so that backpressure sees a large batch as it grows
 
-    def _write(self, data: bytes) -> None:
-        if self._direct:
+    def _write(self, data: bytes, through: bool = True) -> None:
+        if through and self._direct:
             writeThrough(self.transport, data)
         else:
             transport: Any = self.transport
@@ -259,17 +259,17 @@ class Banana(protocol.Protocol):
         self._outboxSize = 0
         return True
 
-    def _endBatch(self) -> None:
-        self._flushOutbox()
+    def _endBatch(self, through: bool = True) -> None:
+        self._flushOutbox(through)
         self._outbox = None
 
-    def _flushOutbox(self) -> None:
+    def _flushOutbox(self, through: bool = True) -> None:
         outbox = self._outbox
         if outbox:
             data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
             outbox.clear()
             self._outboxSize = 0
-            self._write(data)
+            self._write(data, through)
 
     def _syncLimits(self) -> None:
         """Give the codec the limits in force now (they may have changed since last time)."""
@@ -345,25 +345,11 @@ class Banana(protocol.Protocol):
                     self._receive(b"")
         finally:
             if batch:
-                if self.isClient:
-                    self._queueBatch()
-                else:
-                    self._endBatch()
-
-    def _queueBatch(self) -> None:
-        """End a batch into Twisted's queue, sent when this reactor turn ends, not at once.
-
-        A client's reply to the dialect offer goes this way. A process that opens many
-        connections at once then sends their handshakes together at the end of a turn, as
-        Twisted does; sent one by one as each offer is read, they would wake the server once
-        per connection rather than once per batch. Only the handshake waits: everything
-        after it writes through as usual.
-        """
-        direct, self._direct = self._direct, False
-        try:
-            self._endBatch()
-        finally:
-            self._direct = direct
+                # A client's handshake joins Twisted's queue, sent when this reactor turn
+                # ends: a process opening many connections at once then sends their
+                # handshakes together, as Twisted does, rather than waking the server once
+                # per connection. Everything after the handshake writes through as usual.
+                self._endBatch(through=not self.isClient)
 
     def _deliver(self, expressions: list[Any]) -> None:
         """Hand each decoded expression to ``expressionReceived``, in order, as one batch."""
