@@ -274,7 +274,11 @@ class PBServerFactory(_BrokerMaker, protocol.ServerFactory):
             return None
         broker = self._newBroker(isClient=False)
         self.connections += 1
-        broker.setNameForLocal("root", self.root.rootObject(broker))
+        root = self.root.rootObject(broker)
+        if type(broker).setNameForLocal is _SET_NAME:
+            broker._names = {b"root": root}  # what it would do, on a broker with no names yet
+        else:
+            broker.setNameForLocal("root", root)  # a subclass watching its names sees this one
         return broker
 
     def clientConnectionMade(self, protocol: Broker) -> None:
@@ -283,6 +287,9 @@ class PBServerFactory(_BrokerMaker, protocol.ServerFactory):
     def brokerDisconnected(self, broker: Broker, reason: Failure) -> None:
         """One of our connections closed: it no longer counts toward the limit."""
         self.connections -= 1
+
+
+_SET_NAME = Broker.setNameForLocal
 
 
 for _cls in (PBClientFactory, PBServerFactory):

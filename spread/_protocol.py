@@ -37,9 +37,16 @@ def reactorOr(reactor: Any) -> Any:
     """``reactor``, or the global one if None (imported only then: tests pass a Clock)."""
     if reactor is not None:
         return reactor
-    from twisted.internet import reactor as global_reactor
+    global _globalReactor
+    if _globalReactor is None:
+        # Once imported it is installed for good; every connection asks, so remember it.
+        from twisted.internet import reactor as global_reactor
 
-    return global_reactor
+        _globalReactor = global_reactor
+    return _globalReactor
+
+
+_globalReactor: Any = None
 
 
 _NOT_WATCHING = FlowControl(None, DEFAULT_LIMITS, None, NO_OWNER)

@@ -132,7 +132,19 @@ class ObjectTables:
         if limits is not DEFAULT_LIMITS:  # (the class attributes hold the defaults' figures)
             self._refLimits = (limits.maxBrokerRefs, limits.maxCachedObjects)
             self._maxImportedCaches = limits.maxImportedCaches
-        self._fastJelly, self._fastUnjelly = self._probeFastPaths()
+
+    # Whether jelly's scalar shortcuts apply here (see _probeFastPaths): worked out on the
+    # first message, not for every connection accepted.
+
+    @perConnection
+    def _fastJelly(self) -> bool:
+        fast, self._fastUnjelly = self._probeFastPaths()
+        return fast
+
+    @perConnection
+    def _fastUnjelly(self) -> bool:
+        self._fastJelly, fast = self._probeFastPaths()
+        return fast
 
     # The tables are made on first use (see spread._lazy); so are the names (``root``).
 

@@ -175,7 +175,7 @@ class Banana(protocol.Protocol):
     _watchWrites = False  # whether sendEncoded reports sizes to _written
     _outboxSize = 0
     _syncedLimits: Limits | None = None  # what the codec was last given
-    _syncedPrefix = -1
+    _syncedPrefix = -1  # -1: never synced (the codec still has the defaults it was made with)
     _wroteThrough = False  # whether a message sent outside any read went straight out since the
     # last read (see sendEncoded)
 
@@ -273,21 +273,24 @@ class Banana(protocol.Protocol):
 
     def _syncLimits(self) -> None:
         """Give the codec the limits in force now (they may have changed since last time)."""
-        encoder, decoder = self._encoder, self._decoder
-        encoder.size_limit = decoder.size_limit = self.sizeLimit
-        encoder.prefix_limit = decoder.prefix_limit = self.prefixLimit
-        encoder.max_depth = decoder.max_depth = self.maxDepth
-        decoder.max_message_size = self.maxMessageSize
-        # Limits objects are immutable, so while the same one is in place (and no subclass
-        # computes a limit its own way) nothing changed.
         kind = type(self)
+        # Limits objects are immutable, so while the same one is in place (and no class
+        # computes a limit its own way) nothing changed.
         plain = (
-            kind.sizeLimit is Banana.sizeLimit
-            and kind.maxDepth is Banana.maxDepth
-            and kind.maxMessageSize is Banana.maxMessageSize
+            kind.sizeLimit is _LIMIT_PROPERTIES[0]
+            and kind.maxDepth is _LIMIT_PROPERTIES[1]
+            and kind.maxMessageSize is _LIMIT_PROPERTIES[2]
         )
-        self._syncedLimits = self.limits if plain else None
-        self._syncedPrefix = self.prefixLimit
+        limits, prefix = self.limits, self.prefixLimit
+        fresh = self._syncedPrefix == -1  # the codec is as made, with the default limits
+        if not (fresh and plain and limits is DEFAULT_LIMITS and prefix == PREFIX_LIMIT):
+            encoder, decoder = self._encoder, self._decoder
+            encoder.size_limit = decoder.size_limit = self.sizeLimit
+            encoder.prefix_limit = decoder.prefix_limit = prefix
+            encoder.max_depth = decoder.max_depth = self.maxDepth
+            decoder.max_message_size = self.maxMessageSize
+        self._syncedLimits = limits if plain else None
+        self._syncedPrefix = prefix
 
     def setPrefixLimit(self, limit: int) -> None:
         """Set the most header digits this connection accepts and sends (Twisted's API)."""
@@ -412,6 +415,10 @@ class Banana(protocol.Protocol):
         transport: Any = self.transport
         if transport is not None:
             transport.loseConnection()
+
+
+_LIMIT_PROPERTIES = (Banana.sizeLimit, Banana.maxDepth, Banana.maxMessageSize)
+"""Banana's own limit properties, which read ``limits`` (a class may replace them)."""
 
 
 def _noDelay(transport: Any) -> None:

@@ -33,7 +33,7 @@ from spread.banana import (
     decode,
     encode,
 )
-from spread.limits import Limits
+from spread.limits import DEFAULT_LIMITS, Limits
 
 # ---------------------------------------------------------------------------------------------
 # Helpers and strategies
@@ -889,6 +889,65 @@ def test_banana_limits_of_one_connection_leave_others_alone() -> None:
     other.dataReceived(encode(b"12345"))
     assert not other_out.disconnecting and other.received == [b"12345"]
     assert Banana.limits == Limits()
+
+
+def test_a_new_codec_holds_the_default_limits() -> None:
+    # A connection with the default limits skips giving them to its codec (see _syncLimits):
+    # that is only right while a new Encoder and Decoder start with exactly these.
+    defaults = Limits()
+    for codec in (Encoder(), Decoder()):
+        assert codec.size_limit == defaults.maxStringSize
+        assert codec.max_depth == defaults.maxDepth
+        assert codec.prefix_limit == Banana.prefixLimit == PREFIX_LIMIT
+    assert Decoder().max_message_size == defaults.maxMessageSize
+
+
+class SmallLimits(Recorder):
+    sizeLimit = 4  # plain class attributes, in place of the properties that read limits
+    maxDepth = 2
+
+
+class SmallPrefix(Recorder):
+    prefixLimit = 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "wire"),
+    [(SmallLimits, encode(b"12345")), (SmallLimits, encode([[[]]])), (SmallPrefix, encode(2**20))],
+)
+def test_class_limits_apply_from_a_new_connections_first_byte(kind: type, wire: bytes) -> None:
+    server = kind(isClient=False)
+    server_out = connect(server)
+    server.dataReceived(encode(b"pb") + wire)
+    assert server_out.disconnecting
+    assert server.received == []
+
+
+def test_class_size_limit_applies_to_a_new_connections_first_send() -> None:
+    server = SmallLimits(isClient=False)
+    connect(server)
+    with pytest.raises(BananaError):
+        server.sendEncoded(b"12345")
+
+
+def test_limits_set_back_to_the_defaults_reach_the_codec() -> None:
+    server, server_out, _, _ = connected_pair()
+    server.limits = Limits(maxStringSize=4)
+    server.dataReceived(encode(b"1234"))
+    server.limits = DEFAULT_LIMITS  # (as a login server does once its peer has logged in)
+    server.dataReceived(encode(b"12345"))
+    assert not server_out.disconnecting
+    assert server.received == [b"1234", b"12345"]
+
+
+def test_a_replaced_banana_property_applies_from_the_first_byte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Banana, "sizeLimit", 4)  # Banana's own, not a subclass's
+    server, server_out = Recorder(isClient=False), StringTransport()
+    server.makeConnection(server_out)
+    server.dataReceived(encode(b"pb") + encode(b"12345"))
+    assert server_out.disconnecting
 
 
 def test_setting_size_limit_updates_limits() -> None:

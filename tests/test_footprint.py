@@ -86,6 +86,32 @@ def test_an_idle_server_connection_holds_few_objects() -> None:
     loop.close()
 
 
+def test_jelly_shortcuts_are_probed_on_the_first_message_not_on_accepting() -> None:
+    loop = Loop(Service())
+    loop.root()
+    assert "_fastJelly" not in vars(loop.server) and "_fastUnjelly" not in vars(loop.server)
+    assert loop.call("add", 1, 2) == 3
+    assert vars(loop.server)["_fastJelly"] is True and vars(loop.server)["_fastUnjelly"] is True
+    loop.close()
+
+
+class NameWatcher(pb.Broker):
+    def setNameForLocal(self, name: str | bytes, object: Any) -> None:
+        vars(self).setdefault("named", []).append(name)
+        super().setNameForLocal(name, object)
+
+
+def test_the_root_is_published_by_name_with_or_without_setNameForLocal() -> None:
+    factory = pb.PBServerFactory(Service())
+    plain = factory.buildProtocol(None)
+    factory.protocol = NameWatcher
+    watched = factory.buildProtocol(None)
+    assert watched.named == ["root"]  # a subclass that overrides it still sees the root go by
+    for broker in (plain, watched):
+        assert broker.localObjectForID(b"root") is factory.root
+        assert broker.localObjectForID("root") is factory.root
+
+
 def test_the_tables_made_late_still_work_and_keep_the_limit() -> None:
     loop = Loop(Service(), maxBrokerRefs=5)
     loop.root()
