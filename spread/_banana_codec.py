@@ -217,6 +217,7 @@ _PB_TABLE = _tableOf(tuple(PB_VOCABULARY_BY_NUMBER.items()))
 
 
 _IDLE: tuple[list[object], int] = ([], -1)
+_NO_TAIL = b""  # an empty tail: shared, never grown (feed only grows a tail that is not empty)
 """Slot 0 of a decoder's stack between feeds; each feed puts its own result list there."""
 
 
@@ -253,7 +254,11 @@ class Decoder:
         max_message_size: int = MAX_MESSAGE_SIZE,
         list_allowance: int = LIST_ALLOWANCE,
     ) -> None:
-        self.vocabulary = vocabulary
+        if vocabulary is None:  # (every connection's, until it picks a dialect)
+            self._vocabulary: Mapping[int, bytes] | None = None
+            self._symbols: tuple[bytes | None, ...] | None = ()
+        else:
+            self.vocabulary = vocabulary
         self.size_limit = size_limit
         self.prefix_limit = prefix_limit
         self.max_depth = max_depth
@@ -264,7 +269,8 @@ class Decoder:
         # Open lists, outermost first, as (list, elements still to come). Slot 0 is the
         # top level: each feed() puts its own result list there.
         self._open: list[tuple[list[object], int]] = [_IDLE]
-        self._tail = bytearray()  # undecoded bytes: the start of an incomplete element
+        self._tail: bytes | bytearray = _NO_TAIL  # undecoded bytes: the start of an incomplete
+        # element (a bytearray, grown in place, whenever it is not empty)
         self._needed = 0  # len(_tail) below which decoding cannot make progress
         self._failure: BananaError | None = None
 
@@ -325,7 +331,7 @@ class Decoder:
             f"decoding was interrupted by {type(cause).__qualname__} and cannot resume"
         )
         self._open = [_IDLE]
-        self._tail = bytearray()
+        self._tail = _NO_TAIL
         self._needed = self._partial = self._lists = 0
 
     def _decode(self, buf: bytes | bytearray, wanted: int) -> list[object]:
@@ -351,10 +357,15 @@ class Decoder:
             # loop peek a few bytes ahead without a bounds check.
             pos, needed, last_done, lists = self._scan(bytes(buf) + _PADDING, end)
         self._lists = lists
-        self._tail = bytearray(buf[pos:end])
         self._needed = needed - pos
         self._open[0] = _IDLE  # not ``out``: the caller owns the messages now
-        self._checkMessageSize(pos, last_done)
+        if pos == end and len(self._open) == 1:
+            # Nothing left half received (the usual case): nothing to keep or to measure.
+            self._tail = _NO_TAIL
+            self._partial = 0
+        else:
+            self._tail = bytearray(buf[pos:end])
+            self._checkMessageSize(pos, last_done)
         return out
 
     def _scan(self, buf: bytes, end: int) -> tuple[int, int, int, int]:

@@ -122,11 +122,13 @@ class Broker(PBSession, PagingMixin, Banana):
         """Banana chose a dialect: say our version and tell whoever waits for us."""
         # Watch our outgoing buffer from now on, not before: bytes have crossed both ways, so
         # a TLS handshake (which holds writes back while it reads) is over.
-        self._flow = FlowControl(self.transport, self.limits, self._clock(), self)
+        reactor = self._reactor if self._reactor is not None else self._clock()
+        flow = self._flow = FlowControl(self.transport, self.limits, reactor, self)
         if not self.__dict__.get("pageProducers"):
-            self._flow.attach()
-        self.spreadDialect = self.currentDialect == b"spread"
-        self._startKeepalive()
+            flow.attach()
+        self.spreadDialect = self._dialect == b"spread"
+        if self.keepaliveInterval:
+            self._startKeepalive()
         PBSession.connectionReady(self)
         if self.factory is not None:
             self.factory.clientConnectionMade(self)

@@ -367,6 +367,16 @@ def test_expressions_are_returned_as_soon_as_they_complete() -> None:
     assert not decoder.pending
 
 
+def test_decoders_keep_their_own_half_received_bytes() -> None:
+    # A decoder with nothing pending shares one empty tail with every other (no allocation
+    # per connection); what each then keeps of a half-received message is its own.
+    first, second = Decoder(), Decoder()
+    assert first.feed(encode(b"ab")) == [b"ab"] and not first.pending
+    assert first.feed(b"\x05\x82ab") == [] and second.feed(b"\x03\x82xy") == []
+    assert first.feed(b"cde") == [b"abcde"] and second.feed(b"z") == [b"xyz"]
+    assert Decoder().feed(b"") == [] and not Decoder().pending
+
+
 def test_long_string_arriving_a_byte_at_a_time_is_decoded_once_complete() -> None:
     payload = bytes(range(256)) * 400
     wire = encode(payload)
