@@ -67,7 +67,7 @@ class Broker(PBSession, PagingMixin, Banana):
     """Seconds a pinged peer has to send anything before it is dropped (None: the interval)."""
     _keepalive: Keepalive | None = None
     # Where a connection starts (class attributes: set on the instance when they change).
-    _flow = _NOT_WATCHING  # until connectionReady
+    _flow = _NOT_WATCHING  # until our output first waits in Twisted's queue (_queueing)
     _backlog: deque[Any] | None = None  # decoded messages waiting for the peer to read
     _messageTimer: Any = None  # while a message is half received
     _loginTimer: Any = None  # while a login server waits for this peer to log in
@@ -120,18 +120,25 @@ class Broker(PBSession, PagingMixin, Banana):
 
     def connectionReady(self) -> None:
         """Banana chose a dialect: say our version and tell whoever waits for us."""
-        # Watch our outgoing buffer from now on, not before: bytes have crossed both ways, so
-        # a TLS handshake (which holds writes back while it reads) is over.
-        reactor = self._reactor if self._reactor is not None else self._clock()
-        flow = self._flow = FlowControl(self.transport, self.limits, reactor, self)
-        if not self.__dict__.get("pageProducers"):
-            flow.attach()
         self.spreadDialect = self._dialect == b"spread"
         if self.keepaliveInterval:
             self._startKeepalive()
         PBSession.connectionReady(self)
         if self.factory is not None:
             self.factory.clientConnectionMade(self)
+
+    def _queueing(self) -> None:
+        # Our output starts to wait in Twisted's queue: watch it from now on (see
+        # spread._flow). Only a queue can fill, and only a write fills it: until this first
+        # one, everything sent went straight to the socket, so a connection that is never
+        # behind (most of a busy server's) never registers a producer at all. Not before the
+        # connection is ready either: bytes have crossed both ways by then, so a TLS
+        # handshake (which holds writes back while it reads) is over.
+        if self._flow is _NOT_WATCHING and self.state is SessionState.READY:
+            reactor = self._reactor if self._reactor is not None else self._clock()
+            flow = self._flow = FlowControl(self.transport, self.limits, reactor, self)
+            if not self.__dict__.get("pageProducers"):
+                flow.attach()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Fail every pending call, stop every observer, notify, and free every table."""
@@ -209,10 +216,10 @@ class Broker(PBSession, PagingMixin, Banana):
             self._cancel("_messageTimer")
 
     def _dispatchBatch(self, expressions: list[Any]) -> None:
-        flow = self._flow
         batch = self._beginBatch()
         try:
             for index, expression in enumerate(expressions):
+                flow = self._flow  # (made by the first write to wait in the queue, maybe now)
                 if flow.paused and _makesOutput(expression):
                     self._backlog = deque(expressions[index:])  # waits for resumeProducing
                     flow.holdInput()
@@ -225,7 +232,7 @@ class Broker(PBSession, PagingMixin, Banana):
                 self._endBatch()
 
     def _drainBacklog(self) -> None:
-        backlog, flow = self._backlog, self._flow
+        backlog, flow = self._backlog, self._flow  # (a backlog means the flow is watched)
         batch = self._beginBatch()
         try:
             while backlog and not self._dropped:

@@ -66,8 +66,9 @@ _PLAIN: dict[type, bool] = {}
 """Transport classes seen, and whether they write as Twisted's TCP connection does."""
 
 
-def writeThrough(transport: Any, data: bytes) -> None:
-    """Send ``data`` now if ``transport`` (see ``canWriteThrough``) has nothing queued."""
+def writeThrough(transport: Any, data: bytes) -> bytes:
+    """Send ``data`` now if ``transport`` (see ``canWriteThrough``) has nothing queued; return
+    what it did not send (all of it, some, or ``b""``), for the caller to ``transport.write``."""
     if (
         transport.TLS
         or transport._tempDataBuffer
@@ -78,16 +79,14 @@ def writeThrough(transport: Any, data: bytes) -> None:
         or (transport.producer is not None and not transport.streamingProducer)
     ):
         # (A pull producer, such as a pager, is asked for more only from the queue's drain.)
-        transport.write(data)
-        return
+        return data
     # writeSomeData sends at most SEND_LIMIT (128 KiB) a call. A large message is offered
     # piece by piece while the kernel takes it, so it is not copied into the queue, and its
     # rest is queued (copied once) only when the socket is full.
     size = len(data)
     sent = transport.writeSomeData(data)
     if isinstance(sent, Exception):
-        transport.write(data)  # the reactor's next turn meets the same error and closes
-        return
+        return data  # queued, the reactor's next turn meets the same error and closes
     if sent < size and sent:
         view = memoryview(data)
         while sent < size:
@@ -95,5 +94,4 @@ def writeThrough(transport: Any, data: bytes) -> None:
             if isinstance(more, Exception) or not more:
                 break  # the queue's turn meets the same error, or waits for room
             sent += more
-    if sent < size:
-        transport.write(data[sent:])
+    return data[sent:] if sent else data

@@ -229,10 +229,9 @@ class Banana(protocol.Protocol):
             # nothing waits in a buffer of ours: a loseConnection() right after still sends it.
             if self._direct and not self._wroteThrough:
                 self._wroteThrough = True
-                writeThrough(self.transport, data)
+                self._write(data)
             else:
-                transport: Any = self.transport
-                transport.write(data)
+                self._queue(data)
             return
         outbox.append(data)
         self._outboxSize += len(data)
@@ -241,10 +240,20 @@ class Banana(protocol.Protocol):
 
     def _write(self, data: bytes, through: bool = True) -> None:
         if through and self._direct:
-            writeThrough(self.transport, data)
-        else:
-            transport: Any = self.transport
-            transport.write(data)
+            data = writeThrough(self.transport, data)
+            if not data:
+                return  # all sent
+        self._queue(data)
+
+    def _queue(self, data: bytes) -> None:
+        """Hand ``data`` to Twisted's queue, which sends it when the socket is writable."""
+        self._queueing()
+        transport: Any = self.transport
+        transport.write(data)
+
+    def _queueing(self) -> None:
+        """Hook: bytes of ours are about to wait in Twisted's queue (until now, everything
+        sent went straight to the socket)."""
 
     def _beginBatch(self) -> bool:
         """Collect what is sent until ``_endBatch`` (while handling one read) into one write.

@@ -198,24 +198,29 @@ class Socketlike:
 def test_a_large_message_goes_out_whole_while_the_socket_takes_it() -> None:
     data = os.urandom(1_000_000)
     transport = Socketlike(room=10_000_000)
-    writethrough.writeThrough(transport, data)
+    assert writethrough.writeThrough(transport, data) == b""  # nothing left for the queue
     assert transport.sent == data
-    assert transport.queued == []  # nothing copied into the queue
 
 
-def test_what_the_socket_cannot_take_is_queued_in_order() -> None:
+def test_what_the_socket_cannot_take_is_left_for_the_queue_in_order() -> None:
     data = os.urandom(1_000_000)
     transport = Socketlike(room=300_000)
-    writethrough.writeThrough(transport, data)
-    assert bytes(transport.sent) + b"".join(transport.queued) == data
-    assert len(transport.queued) == 1
+    rest = writethrough.writeThrough(transport, data)
+    assert len(transport.sent) == 300_000 and bytes(transport.sent) + rest == data
 
 
 def test_an_error_midway_leaves_the_rest_for_the_queue_to_meet() -> None:
     data = os.urandom(500_000)
     transport = Socketlike(room=200_000, error=ConnectionResetError())
-    writethrough.writeThrough(transport, data)
-    assert bytes(transport.sent) + b"".join(transport.queued) == data
+    rest = writethrough.writeThrough(transport, data)
+    assert len(transport.sent) == 200_000 and bytes(transport.sent) + rest == data
+
+
+def test_an_error_at_once_leaves_everything_for_the_queue() -> None:
+    data = os.urandom(1000)
+    transport = Socketlike(room=0, error=ConnectionResetError())
+    assert writethrough.writeThrough(transport, data) is data
+    assert transport.sent == b""
 
 
 class BrokerSocketlike(Socketlike):
@@ -269,3 +274,78 @@ def test_a_server_writes_its_offer_and_its_handshake_through(
     assert bytes(transport.sent) == encode(list(broker.knownDialects)) + encoder.encode(
         [b"version", 6]
     )
+
+
+class PausingSocketlike(BrokerSocketlike):
+    """Twisted's queue, as a producer sees it: a write that takes the queue past
+    ``bufferSize`` pauses the registered producer."""
+
+    bufferSize = 2**16
+    reading = True
+
+    def pauseProducing(self) -> None:  # (reading from the socket)
+        self.reading = False
+
+    def resumeProducing(self) -> None:
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        queued = sum(len(chunk) for chunk in self.queued)
+        if self.producer is not None and queued > self.bufferSize:
+            self.producer.pauseProducing()
+
+
+def ready_server(transport: BrokerSocketlike, monkeypatch: pytest.MonkeyPatch) -> pb.Broker:
+    monkeypatch.setattr(banana, "canWriteThrough", lambda transport: True)
+    broker = pb.PBServerFactory(Sizer()).buildProtocol(None)
+    broker.makeConnection(transport)
+    broker.dataReceived(encode(b"pb") + Encoder(PB_VOCABULARY).encode([b"version", 6]))
+    return broker
+
+
+def call(method: bytes, *args: object, request: int = 1) -> bytes:
+    """A stock client's call of ``method`` on the root, with ``args`` (bytes and ints)."""
+    return Encoder(PB_VOCABULARY).encode(
+        [b"message", request, b"root", method, 1, [b"tuple", *args], [b"dictionary"]]
+    )
+
+
+def test_a_connection_whose_output_never_waits_registers_no_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Most of a busy server's connections: everything they send goes straight to the socket,
+    # so Twisted's queue never fills and there is nothing to watch.
+    transport = PausingSocketlike(room=1_000_000)
+    broker = ready_server(transport, monkeypatch)
+    broker.dataReceived(call(b"echo", 7))
+    assert transport.queued == [] and transport.producer is None
+    assert not broker._flow.attached
+
+
+def test_flow_control_watches_the_queue_from_the_first_write_that_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    transport = PausingSocketlike(room=1_000)  # the socket takes the handshake, little more
+    broker = ready_server(transport, monkeypatch)
+    assert transport.producer is None
+    broker.dataReceived(call(b"echo", b"x" * 100_000))  # its answer fills the socket, and waits
+    assert transport.queued and transport.producer is broker._flow
+    assert broker._flow.attached and broker._flow.paused  # registered before that write
+    # A call read while our output waits is held, with what follows it, as before.
+    broker.dataReceived(call(b"echo", 1, request=2) + call(b"echo", 2, request=3))
+    assert broker._backlog is not None and len(broker._backlog) == 2
+    assert not transport.reading
+
+
+def test_flow_control_is_made_by_a_write_in_the_middle_of_a_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Calls read together: the first answers fill the queue while the read is dispatched,
+    # and the calls after them must see it.
+    transport = PausingSocketlike(room=1_000)
+    broker = ready_server(transport, monkeypatch)
+    calls = b"".join(call(b"echo", b"x" * 40_000, request=n) for n in range(1, 11))
+    broker.dataReceived(calls)
+    assert broker._flow.paused and broker._backlog
+    assert len(broker._backlog) < 10
