@@ -4,15 +4,17 @@ A peer can send calls whose answers are much larger than the calls (67 KB of cal
 answers) and never read them. Pausing the socket's reading is not enough: every call already
 decoded from the last read would still run and queue its answer. So ``FlowControl``, registered
 as the socket's streaming producer, tells the broker when the transport's buffer passes
-``Limits.maxQueuedOutput``. The broker makes and registers it just before the first of its
-writes that has to wait in Twisted's queue (``Broker._queueing``): Twisted pauses a producer
-only on such a write, and until then everything went straight to the socket, so a connection
-that is never behind (most of them) costs no producer at all. From then on, the first message from the peer that may make output
+``Limits.maxQueuedOutput``. From then on, the first message from the peer that may make output
 (a call, a ping, anything but answers, errors and releases) stops *dispatching* (it and
 everything decoded after it wait in a backlog, in order) as well as reading, and both resume
 when the peer has read enough. Until such a message comes, reading goes on: answers make no
 output, and a peer that is itself waiting for us to read (a client that sent large calls, whose
 answers fill our queue) must not wait for ever for us while we wait for it.
+
+The broker makes and registers its ``FlowControl`` just before the first of its writes that has
+to wait in Twisted's queue (``Broker._queueing``). Twisted pauses a producer only on such a
+write, and until then everything went straight to the socket: a connection that is never
+behind (most of a busy server's) costs no producer at all.
 
 A peer that stays behind is dropped: after ``Limits.writeTimeout`` seconds without draining,
 or once more than ``Limits.maxBufferedOutput`` bytes have been written while it was behind
