@@ -93,6 +93,10 @@ class SessionState(enum.Enum):
 
 
 _NEGOTIATING, _READY, _CLOSED = SessionState.NEGOTIATING, SessionState.READY, SessionState.CLOSED
+
+# What a jellied answer usually is: never a Deferred, checked without Deferred's slower
+# isinstance (its class is an ABC).
+_SEXP_TYPES = frozenset({list, bytes, int, float, str})
 # (plain globals: reading an Enum member from its class costs a descriptor call each time)
 _CALL_KINDS = {b"": b"message", b"cache": b"cachemessage"}
 
@@ -405,7 +409,7 @@ class PBSession(ObjectTables):
         except Exception:
             self._callRaised(exported, requestID, answerRequired)
             return
-        if isinstance(netResult, defer.Deferred):
+        if type(netResult) not in _SEXP_TYPES and isinstance(netResult, defer.Deferred):
             if not netResult.called:
                 self._runningCalls += 1
                 if answerRequired:
