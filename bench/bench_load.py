@@ -230,6 +230,11 @@ def client(
                 [defer.ensureDeferred(one(reactor)) for _ in range(min(size, connections - first))]
             )
         connected = time.perf_counter()
+        # A client's last handshake messages may still wait in its transports' queues (PB
+        # clients queue them for the end of the reactor turn, Twisted's and spread's alike):
+        # let the reactor send them before it blocks on stdin below, or the server would
+        # read them only once the calls start, and count their cost as the calls'.
+        await task.deferLater(reactor, 0.1, lambda: None)
         print("CONNECTED", flush=True)
         sys.stdin.readline()  # the parent reads the server's memory now
         calls_started = time.perf_counter()
