@@ -13,8 +13,9 @@ It reports:
 - connections/s: N divided by the time until every connection has its root (or avatar);
 - calls/s: callers*C divided by the time the calls took, the callers (all N unless
   ``--callers`` says fewer) calling concurrently while the other connections stay idle;
-- server KiB per connection: the growth of the server's resident memory with all N connected,
-  divided by N (read from /proc, so Linux only);
+- server KiB per connection: the growth of the server's resident memory with all N connected
+  (and their handshakes sent, which a client may still hold in its write queues when it has
+  every root), divided by N (read from /proc, so Linux only);
 - server connections per CPU-second: N divided by the CPU time the server process spent on
   them, from a collected heap until it is idle again. On one machine the client, which opens
   every connection with Twisted's own TCP code, is the slower process and sets connections/s
