@@ -217,8 +217,10 @@ _PB_TABLE = _tableOf(tuple(PB_VOCABULARY_BY_NUMBER.items()))
 
 
 _IDLE: tuple[list[object], int] = ([], -1)
-_NO_TAIL = b""  # an empty tail: shared, never grown (feed only grows a tail that is not empty)
 """Slot 0 of a decoder's stack between feeds; each feed puts its own result list there."""
+
+_NO_TAIL = b""
+"""An empty tail: shared, never grown (feed only grows a tail that is not empty)."""
 
 
 class Decoder:
@@ -254,11 +256,7 @@ class Decoder:
         max_message_size: int = MAX_MESSAGE_SIZE,
         list_allowance: int = LIST_ALLOWANCE,
     ) -> None:
-        if vocabulary is None:  # (every connection's, until it picks a dialect)
-            self._vocabulary: Mapping[int, bytes] | None = None
-            self._symbols: tuple[bytes | None, ...] | None = ()
-        else:
-            self.vocabulary = vocabulary
+        self.vocabulary = vocabulary
         self.size_limit = size_limit
         self.prefix_limit = prefix_limit
         self.max_depth = max_depth

@@ -68,12 +68,7 @@ class Encoder:
         self.size_limit = size_limit
         self.prefix_limit = prefix_limit
         self.max_depth = max_depth
-        if vocabulary is None:  # (every connection's, until it picks a dialect)
-            self._vocabulary: Mapping[bytes, int] | None = None
-            self._symbols: dict[Any, bytes] = _NO_SYMBOLS
-            self._tokens: dict[Any, bytes] | None = None
-        else:
-            self.vocabulary = vocabulary
+        self.vocabulary = vocabulary
 
     @property
     def vocabulary(self) -> Mapping[bytes, int] | None:
@@ -85,7 +80,7 @@ class Encoder:
         self._vocabulary = vocabulary
         # Each symbol's whole token, ready to append: one dict lookup per string sent.
         self._symbols = _symbolsFor(vocabulary)  # shared between encoders: read only
-        self._tokens = None  # and short strings sent lately (see encode)
+        self._tokens: dict[Any, bytes] | None = None  # and short strings sent lately (see encode)
 
     def forget(self) -> None:
         """Drop the cache of recently sent strings (the connection is closing)."""

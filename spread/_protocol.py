@@ -135,8 +135,7 @@ class Broker(PBSession, PagingMixin, Banana):
         # connection is ready either: bytes have crossed both ways by then, so a TLS
         # handshake (which holds writes back while it reads) is over.
         if self._flow is _NOT_WATCHING and self.state is SessionState.READY:
-            reactor = self._reactor if self._reactor is not None else self._clock()
-            flow = self._flow = FlowControl(self.transport, self.limits, reactor, self)
+            flow = self._flow = FlowControl(self.transport, self.limits, self._clock(), self)
             if not self.__dict__.get("pageProducers"):
                 flow.attach()
 

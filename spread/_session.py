@@ -93,12 +93,12 @@ class SessionState(enum.Enum):
 
 
 _NEGOTIATING, _READY, _CLOSED = SessionState.NEGOTIATING, SessionState.READY, SessionState.CLOSED
+# (plain globals: reading an Enum member from its class costs a descriptor call each time)
+_CALL_KINDS = {b"": b"message", b"cache": b"cachemessage"}
 
 # What a jellied answer usually is: never a Deferred, checked without Deferred's slower
 # isinstance (its class is an ABC).
 _SEXP_TYPES = frozenset({list, bytes, int, float, str})
-# (plain globals: reading an Enum member from its class costs a descriptor call each time)
-_CALL_KINDS = {b"": b"message", b"cache": b"cachemessage"}
 
 
 class _Answer(defer.Deferred[Any]):
